@@ -1,0 +1,5 @@
+import sys
+
+from promptcot_mamba.cli import main
+
+sys.exit(main())

@@ -1,0 +1,183 @@
+"""The Mamba-2 language model: embeddings → pre-norm mixer blocks → final norm → LM head.
+
+Pure and single-device: no distribution, compile or checkpointing in here; those are applied from
+outside (train/, generate/). Parameter names match transformers' `Mamba2ForCausalLM`, so a state
+dict moves between the two without renaming.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from promptcot_mamba.model.config import Mamba2Config, named_config
+from promptcot_mamba.model.mixer import Mamba2Mixer
+from promptcot_mamba.model.norm import RMSNorm
+from promptcot_mamba.model.state import InferenceState
+
+
+@dataclass
+class LMOutput:
+    logits: Tensor  # (b, T or logits_to_keep, vocab) fp32
+    state: InferenceState | None = None
+
+
+class Mamba2Block(nn.Module):
+    def __init__(self, config: Mamba2Config, layer_idx: int, ssd_backend: str = "auto"):
+        super().__init__()
+        self.residual_in_fp32 = config.residual_in_fp32
+        self.norm = RMSNorm(config.hidden_size, eps=config.layer_norm_epsilon)
+        self.mixer = Mamba2Mixer(config, layer_idx, ssd_backend)
+
+    def forward(self, residual: Tensor, seq_idx=None, conv_state=None, ssm_state=None):
+        h = self.norm(residual.to(self.norm.weight.dtype))
+        if self.residual_in_fp32:
+            residual = residual.float()
+        out, window, ssm = self.mixer(h, seq_idx=seq_idx, conv_state=conv_state, ssm_state=ssm_state)
+        return residual + out, window, ssm
+
+    def step(self, residual: Tensor, conv_state: Tensor, ssm_state: Tensor) -> Tensor:
+        h = self.norm(residual.to(self.norm.weight.dtype))
+        if self.residual_in_fp32:
+            residual = residual.float()
+        return residual + self.mixer.step(h, conv_state, ssm_state)
+
+
+class Mamba2Backbone(nn.Module):
+    def __init__(self, config: Mamba2Config, ssd_backend: str = "auto"):
+        super().__init__()
+        self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(Mamba2Block(config, i, ssd_backend) for i in range(config.num_hidden_layers))
+        self.norm_f = RMSNorm(config.hidden_size, eps=config.layer_norm_epsilon)
+
+
+class Mamba2LM(nn.Module):
+    """`Mamba2LM(config)` or `Mamba2LM.from_pretrained(path_or_hub_id)`; `model(input_ids).logits`."""
+
+    def __init__(self, config: Mamba2Config | str, *, ssd_backend: str = "auto"):
+        super().__init__()
+        if isinstance(config, str):
+            config = named_config(config)
+        self.config = config
+        self.backbone = Mamba2Backbone(config, ssd_backend)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.tokenizer = None  # set by from_pretrained when the folder has tokenizer.json
+        nn.init.normal_(self.backbone.embeddings.weight, std=config.initializer_range)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.backbone.embeddings.weight
+        else:
+            nn.init.normal_(self.lm_head.weight, std=config.initializer_range)
+
+    # ----------------------------------------------------------------------------- properties
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+
+    def allocate_state(self, batch_size: int) -> InferenceState:
+        return InferenceState.zeros(self.config, batch_size, device=self.device, dtype=self.dtype)
+
+    # -------------------------------------------------------------------------------- forward
+    def forward(self, input_ids: Tensor, *, seq_idx: Tensor | None = None, state: InferenceState | None = None,
+                return_state: bool = False, logits_to_keep: int = 0) -> LMOutput:
+        """input_ids (b, T) → logits (b, T, vocab).
+
+        seq_idx (b, T): document ids of packed rows; SSM state and conv window reset at each change.
+        state: continue from this state (prefill of a continuation); it is not modified. With
+        `return_state` the state after the last token comes back (fresh tensors).
+        logits_to_keep: compute logits for the last k positions only (0 = all).
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(f"Mamba2LM: input_ids must be (batch, T), got shape {tuple(input_ids.shape)}")
+        b, T = input_ids.shape
+        if T == 0:
+            raise ValueError("Mamba2LM: input_ids has no tokens (T = 0)")
+        if input_ids.dtype not in (torch.long, torch.int32, torch.int64):
+            raise ValueError(f"Mamba2LM: input_ids must be integer token ids, got {input_ids.dtype}")
+        vmax = int(input_ids.max()) if input_ids.numel() else 0
+        if vmax >= self.config.vocab_size or int(input_ids.min()) < 0:
+            raise ValueError(f"Mamba2LM: token id {vmax if vmax >= self.config.vocab_size else int(input_ids.min())} "
+                             f"is outside the vocabulary [0, {self.config.vocab_size})")
+        if seq_idx is not None and seq_idx.shape != input_ids.shape:
+            raise ValueError(f"Mamba2LM: seq_idx shape {tuple(seq_idx.shape)} != input_ids shape {tuple(input_ids.shape)}")
+        if state is not None and state.batch_size != b:
+            raise ValueError(f"Mamba2LM: state holds {state.batch_size} sequences but input_ids has {b}")
+        h = self.backbone.embeddings(input_ids)
+        convs, ssms = [], []
+        for i, block in enumerate(self.backbone.layers):
+            h, window, ssm = block(h, seq_idx,
+                                   state.conv[i] if state is not None else None,
+                                   state.ssm[i] if state is not None else None)
+            if return_state:
+                convs.append(window)
+                ssms.append(ssm)
+        if logits_to_keep:
+            h = h[:, -logits_to_keep:]
+        h = self.backbone.norm_f(h.to(self.backbone.norm_f.weight.dtype))
+        logits = self.lm_head(h.to(self.lm_head.weight.dtype)).float()
+        new_state = InferenceState(torch.stack(convs), torch.stack(ssms)) if return_state else None
+        return LMOutput(logits, new_state)
+
+    @torch.no_grad()
+    def prefill(self, input_ids: Tensor, state: InferenceState | None = None) -> tuple[Tensor, InferenceState]:
+        """Run a prompt (any length) and return (last-position logits (b, vocab), state)."""
+        out = self.forward(input_ids, state=state, return_state=True, logits_to_keep=1)
+        return out.logits[:, -1], out.state
+
+    @torch.no_grad()
+    def step(self, tokens: Tensor, state: InferenceState) -> Tensor:
+        """One decode step: tokens (b,) → logits (b, vocab); `state` is updated in place."""
+        h = self.backbone.embeddings(tokens)
+        for i, block in enumerate(self.backbone.layers):
+            h = block.step(h, state.conv[i], state.ssm[i])
+        h = self.backbone.norm_f(h.to(self.backbone.norm_f.weight.dtype))
+        return self.lm_head(h.to(self.lm_head.weight.dtype)).float()
+
+    # ------------------------------------------------------------------------- checkpoint I/O
+    @classmethod
+    def from_pretrained(cls, path_or_id: str | Path, *, dtype: torch.dtype | str | None = torch.float32,
+                        device: str | torch.device = "cpu", ssd_backend: str = "auto",
+                        revision: str | None = None) -> Mamba2LM:
+        """Load a `Mamba2ForCausalLM` checkpoint (transformers or mamba_ssm dialect) from a folder or
+        a Hub id (downloaded only when the path does not exist locally). `dtype="auto"` keeps the
+        checkpoint's dtype."""
+        from promptcot_mamba.model.checkpoint import load_checkpoint, resolve_path
+
+        folder = resolve_path(path_or_id, revision=revision)
+        config, state_dict = load_checkpoint(folder)
+        if dtype == "auto":
+            dtype = next(iter(state_dict.values())).dtype
+        with torch.device("meta"):
+            model = cls(config, ssd_backend=ssd_backend)
+        model = model.to_empty(device=device)
+        model.load_state_dict(state_dict, strict=False, assign=False)
+        if config.tie_word_embeddings:
+            model.lm_head.weight = model.backbone.embeddings.weight
+        model = model.to(dtype=dtype)
+        model.tokenizer = _maybe_tokenizer(folder)
+        return model.eval()
+
+    def save_pretrained(self, path: str | Path, *, max_shard_bytes: int = 5 * 2**30) -> Path:
+        from promptcot_mamba.model.checkpoint import save_checkpoint
+
+        folder = save_checkpoint(self, path, max_shard_bytes=max_shard_bytes)
+        if self.tokenizer is not None:
+            self.tokenizer.save(folder)
+        return folder
+
+
+def _maybe_tokenizer(folder: Path):
+    if (folder / "tokenizer.json").exists():
+        from promptcot_mamba.text.tokenizer import Tokenizer
+
+        return Tokenizer.from_pretrained(folder)
+    return None

@@ -1,0 +1,214 @@
+"""The state space dual (SSD) layer of Mamba-2 in its three equal forms (paper §2.1).
+
+Symbols follow the paper and mamba_ssm: T tokens, H heads of P channels, G groups of B/C with N
+state dimensions each (H % G == 0, R = H // G heads share one group), chunk length Q.
+
+    x  (b, T, H, P)   inputs u_t
+    dt (b, T, H)      discretisation steps, already softplus'ed and clamped (Δ > 0)
+    A  (H,)           negative decay rates; the per-step decay is a_t = exp(Δ_t · A)
+    B  (b, T, G, N)   input kernels b_t      C (b, T, G, N) output kernels c_t
+    D  (H,) | (H, P)  optional skip y += D · x
+    h0 (b, H, P, N)   optional initial state; returned states are always fp32
+    doc (b, T) int64  optional document ids for packed rows, contiguous runs (see `normalise_doc_ids`)
+
+Recurrence (Eq. 1):  H_t = a_t · H_{t-1} + Δ_t · u_t ⊗ b_t,   y_t = H_t c_t.
+Dual (Eq. 2):        y = M·(Δ ∘ u) with M[t, s] = (c_t · b_s) · Π_{k=s+1..t} a_k for s ≤ t.
+Chunked scan:        Eq. 2 inside chunks of Q tokens, Eq. 1 between chunks: linear in T.
+
+Groups are never expanded to heads: tensors are viewed as (…, G, R, …) and B/C broadcast over R.
+Everything accumulates in fp32 whatever the input dtype; outputs are cast back to x's dtype.
+A new document resets the state to zero, also in the middle of a chunk; the initial state belongs
+to the row's first document (as in mamba_ssm's `seq_idx` semantics).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _grouped(x: Tensor, dt: Tensor, A: Tensor, G: int):
+    b, T, H, P = x.shape
+    R = H // G
+    return x.float().view(b, T, G, R, P), dt.float().view(b, T, G, R), A.float().view(G, R)
+
+
+def _skip(y: Tensor, x: Tensor, D: Tensor | None) -> Tensor:
+    if D is None:
+        return y
+    Df = D.float()
+    return y + x.float() * (Df[:, None] if Df.dim() == 1 else Df)
+
+
+def _doc_boundaries(doc: Tensor) -> Tensor:
+    """(b, T) bool: True where a new document starts (never at t = 0)."""
+    start = torch.zeros_like(doc, dtype=torch.bool)
+    start[:, 1:] = doc[:, 1:] != doc[:, :-1]
+    return start
+
+
+def normalise_doc_ids(doc: Tensor) -> Tensor:
+    """Renumber document ids as 0, 1, 2, … per row, one id per contiguous run.
+
+    Callers may pass any ids (e.g. the same id reused by two packed documents); the forms below
+    compare ids for equality, which is only right when every run has its own id.
+    """
+    return _doc_boundaries(doc).long().cumsum(dim=1)
+
+
+def ssd_recurrent(x, dt, A, B, C, D=None, initial_state=None, doc=None):
+    """Eq. 1, one token at a time. The reference: slow, obviously right."""
+    b, T, H, P = x.shape
+    G, N = B.shape[-2:]
+    xg, dtg, Ag = _grouped(x, dt, A, G)
+    Bf, Cf = B.float(), C.float()
+    R = H // G
+    h = (x.new_zeros(b, G, R, P, N, dtype=torch.float32) if initial_state is None
+         else initial_state.float().reshape(b, G, R, P, N))
+    starts = _doc_boundaries(doc) if doc is not None else None
+    ys = []
+    for t in range(T):
+        if starts is not None:
+            h = h * (~starts[:, t]).float().view(b, 1, 1, 1, 1)
+        a_t = torch.exp(dtg[:, t] * Ag)  # (b, G, R)
+        Z_t = (dtg[:, t, :, :, None] * xg[:, t])[..., None] * Bf[:, t, :, None, None, :]  # (b,G,R,P,N)
+        h = a_t[..., None, None] * h + Z_t
+        ys.append(torch.einsum("bgrpn,bgn->bgrp", h, Cf[:, t]))
+    y = torch.stack(ys, dim=1).reshape(b, T, H, P) if T else x.float().new_zeros(b, 0, H, P)
+    return _skip(y, x, D).to(x.dtype), h.reshape(b, H, P, N)
+
+
+def _segsum(a: Tensor) -> Tensor:
+    """a (…, T) → (…, T, T) with out[i, j] = Σ_{k=j+1..i} a_k for j ≤ i, −inf above the diagonal.
+
+    Computed by masking then summing (not as a difference of two cumsums) so long sequences do not
+    lose precision to cancellation (mamba_ssm `ssd_minimal.segsum`)."""
+    T = a.shape[-1]
+    rep = a[..., None].expand(*a.shape, T)  # rep[..., i, j] = a_i
+    strict = torch.tril(torch.ones(T, T, dtype=torch.bool, device=a.device), diagonal=-1)
+    out = torch.cumsum(rep.masked_fill(~strict, 0.0), dim=-2)
+    causal = torch.tril(torch.ones(T, T, dtype=torch.bool, device=a.device))
+    return out.masked_fill(~causal, float("-inf"))
+
+
+def ssd_quadratic(x, dt, A, B, C, D=None, initial_state=None, doc=None):
+    """Eq. 2: the whole T×T decay matrix M at once (the "dual", attention-like form)."""
+    b, T, H, P = x.shape
+    G, N = B.shape[-2:]
+    R = H // G
+    xg, dtg, Ag = _grouped(x, dt, A, G)
+    Bf, Cf = B.float(), C.float()
+    a = dtg * Ag  # (b, T, G, R) log-decays
+    seg = _segsum(a.permute(0, 2, 3, 1))  # (b, G, R, T, T)
+    if doc is not None:
+        same = doc[:, :, None] == doc[:, None, :]  # (b, T, T)
+        seg = seg.masked_fill(~same[:, None, None], float("-inf"))
+    L = torch.exp(seg)
+    CB = torch.einsum("btgn,bsgn->bgts", Cf, Bf)  # (b, G, T, T)
+    M = CB[:, :, None] * L  # (b, G, R, T, T)
+    y = torch.einsum("bgrts,bsgrp->btgrp", M, xg * dtg[..., None])
+    # the state carried in, decayed to every position of the first document
+    to_end = seg[..., -1, :].exp() if T else None  # (b, G, R, T): Π_{k=s+1..T-1} a_k (0 off the last doc)
+    if initial_state is not None:
+        h0 = initial_state.float().reshape(b, G, R, P, N)
+        decay0 = torch.exp(torch.cumsum(a, dim=1))  # (b, T, G, R) = Π_{k=0..t} a_k
+        if doc is not None:
+            decay0 = decay0 * (doc == doc[:, :1]).float()[..., None, None]
+        y = y + torch.einsum("btgn,bgrpn->btgrp", Cf, h0) * decay0[..., None]
+    if T:
+        hT = torch.einsum("bgrs,bsgrp,bsgn->bgrpn", to_end, xg * dtg[..., None], Bf)
+        if initial_state is not None:
+            hT = hT + h0 * decay0[:, -1, :, :, None, None]
+    else:
+        hT = h0 if initial_state is not None else x.float().new_zeros(b, G, R, P, N)
+    y = y.reshape(b, T, H, P)
+    return _skip(y, x, D).to(x.dtype), hT.reshape(b, H, P, N)
+
+
+def ssd_chunked(x, dt, A, B, C, D=None, initial_state=None, doc=None, chunk_size: int = 256):
+    """The chunked scan: Eq. 2 within chunks of Q tokens, Eq. 1 across chunk boundaries.
+
+    Any T: the tail is padded with Δ = 0 (decay 1, no input), which leaves the state unchanged.
+    Cost O(T·Q·H·P + T·H·P·N); the Python loop runs over T/Q chunks only.
+    """
+    b, T, H, P = x.shape
+    G, N = B.shape[-2:]
+    R = H // G
+    Q = max(1, min(chunk_size, T)) if T else 1
+    nc = -(-T // Q)
+    pad = nc * Q - T
+    xg, dtg, Ag = _grouped(x, dt, A, G)
+    Bf, Cf = B.float(), C.float()
+    if pad:
+        xg = F.pad(xg, (0, 0, 0, 0, 0, 0, 0, pad))
+        dtg = F.pad(dtg, (0, 0, 0, 0, 0, pad))
+        Bf = F.pad(Bf, (0, 0, 0, 0, 0, pad))
+        Cf = F.pad(Cf, (0, 0, 0, 0, 0, pad))
+        if doc is not None:
+            doc = torch.cat([doc, doc[:, -1:].expand(b, pad)], dim=1)
+    xc = xg.view(b, nc, Q, G, R, P)
+    dtc = dtg.view(b, nc, Q, G, R)
+    Bc, Cc = Bf.view(b, nc, Q, G, N), Cf.view(b, nc, Q, G, N)
+    dc = doc.view(b, nc, Q) if doc is not None else None
+
+    acs = torch.cumsum(dtc * Ag, dim=2)  # (b, nc, Q, G, R) within-chunk cumulative log-decay
+    xdt = xc * dtc[..., None]  # (b, nc, Q, G, R, P)
+
+    # 1. intra-chunk outputs (the diagonal blocks of M). Within a chunk the cumsum difference is
+    #    short enough that cancellation is harmless (the same choice as mamba_ssm's Triton kernels).
+    seg = acs[:, :, :, None] - acs[:, :, None, :]  # (b, nc, Q_l, Q_s, G, R)
+    keep = torch.tril(torch.ones(Q, Q, dtype=torch.bool, device=x.device))[None, None]
+    if dc is not None:
+        keep = keep & (dc[:, :, :, None] == dc[:, :, None, :])
+    L = torch.exp(seg.masked_fill(~keep[..., None, None], float("-inf")))
+    CB = torch.einsum("bclgn,bcsgn->bclsg", Cc, Bc)  # (b, nc, Q, Q, G)
+    y = torch.einsum("bclsgr,bcsgrp->bclgrp", L * CB[..., None], xdt)
+
+    # 2. each chunk's own contribution to the state at its end (only its last document counts)
+    decay_to_end = torch.exp(acs[:, :, -1:] - acs)  # (b, nc, Q, G, R)
+    if dc is not None:
+        decay_to_end = decay_to_end * (dc == dc[:, :, -1:]).float()[..., None, None]
+    states = torch.einsum("bcsgn,bcsgr,bcsgrp->bcgrpn", Bc, decay_to_end, xdt)
+
+    # 3. Eq. 1 across chunks: the state entering every chunk, and the final state
+    h = (x.new_zeros(b, G, R, P, N, dtype=torch.float32) if initial_state is None
+         else initial_state.float().reshape(b, G, R, P, N))
+    chunk_decay = torch.exp(acs[:, :, -1])  # (b, nc, G, R)
+    d_in = dc[:, 0, 0] if dc is not None else None  # the document the carried state belongs to
+    entering, entering_doc = [], []
+    for k in range(nc):
+        entering.append(h)
+        decay = chunk_decay[:, k]
+        if dc is not None:
+            entering_doc.append(d_in)
+            decay = decay * (dc[:, k, -1] == d_in).float().view(b, 1, 1)
+            d_in = dc[:, k, -1]
+        h = h * decay[..., None, None] + states[:, k]
+    S_in = torch.stack(entering, dim=1)  # (b, nc, G, R, P, N)
+
+    # 4. the carried state's contribution to every position of the chunk's first document
+    carry = torch.exp(acs)  # (b, nc, Q, G, R)
+    if dc is not None:
+        carry = carry * (dc == torch.stack(entering_doc, dim=1)[..., None]).float()[..., None, None]
+    y = y + torch.einsum("bclgn,bcgrpn->bclgrp", Cc, S_in) * carry[..., None]
+
+    y = y.reshape(b, nc * Q, H, P)[:, :T]
+    return _skip(y, x, D).to(x.dtype), h.reshape(b, H, P, N)
+
+
+def ssd_step(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
+             D: Tensor | None = None) -> Tensor:
+    """One decode step of Eq. 1 for a batch, updating `state` (b, H, P, N, fp32) in place.
+
+    x (b, H, P), dt (b, H), B and C (b, G, N). Returns y (b, H, P) in x's dtype."""
+    b, H, P = x.shape
+    G, N = B.shape[-2:]
+    R = H // G
+    h = state.view(b, G, R, P, N)
+    dtf = dt.float().view(b, G, R)
+    a = torch.exp(dtf * A.float().view(G, R))
+    xf = x.float().view(b, G, R, P)
+    h.mul_(a[..., None, None]).add_((dtf[..., None] * xf)[..., None] * B.float()[:, :, None, None, :])
+    y = torch.einsum("bgrpn,bgn->bgrp", h, C.float()).reshape(b, H, P)
+    return _skip(y, x, D).to(x.dtype)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Sets up a virtual environment in .venv with the package and every extra.
+# torch: a machine that already has torch in the venv keeps it; otherwise torch==2.13.0 is installed,
+# which on Linux x86_64 with pip resolves to the CPU wheel cached on our dev machines and to the
+# regular (CUDA) wheel on a GPU machine. Set PCM_TORCH_SPEC to choose another build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  .venv/bin/python -m pip install -q "${PCM_TORCH_SPEC:-torch==2.13.0}"
+fi
+.venv/bin/python -m pip install -q -e ".[all,dev]"
+echo "setup: ok ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
