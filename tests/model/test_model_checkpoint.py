@@ -1,0 +1,111 @@
+"""Malformed checkpoints fail with one clear error naming the file, key and shapes (issue 2)."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from promptcot_mamba import Mamba2LM
+from promptcot_mamba.model.checkpoint import CheckpointError
+
+
+@pytest.fixture()
+def saved(tmp_path):
+    Mamba2LM("tiny").save_pretrained(tmp_path)
+    return tmp_path
+
+
+def _edit_weights(folder, fn):
+    sd = load_file(folder / "model.safetensors")
+    fn(sd)
+    save_file(sd, folder / "model.safetensors")
+
+
+def test_missing_key(saved):
+    _edit_weights(saved, lambda sd: sd.pop("backbone.layers.1.mixer.A_log"))
+    with pytest.raises(CheckpointError, match=r"missing.*backbone\.layers\.1\.mixer\.A_log"):
+        Mamba2LM.from_pretrained(saved)
+
+
+def test_unexpected_key(saved):
+    _edit_weights(saved, lambda sd: sd.__setitem__("backbone.layers.9.mixer.D", torch.zeros(8)))
+    with pytest.raises(CheckpointError, match="unexpected"):
+        Mamba2LM.from_pretrained(saved)
+
+
+def test_shape_mismatch_names_key_and_shapes(saved):
+    _edit_weights(saved, lambda sd: sd.__setitem__("backbone.layers.0.mixer.in_proj.weight", torch.zeros(10, 64)))
+    with pytest.raises(CheckpointError, match=r"in_proj\.weight has shape \(10, 64\) but the config implies"):
+        Mamba2LM.from_pretrained(saved)
+
+
+def test_config_that_does_not_match_weights(saved):
+    cfg = json.loads((saved / "config.json").read_text())
+    cfg["state_size"] = 32
+    (saved / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="shape"):
+        Mamba2LM.from_pretrained(saved)
+
+
+def test_truncated_safetensors(saved):
+    data = (saved / "model.safetensors").read_bytes()
+    (saved / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        Mamba2LM.from_pretrained(saved)
+
+
+def test_garbage_config(saved):
+    (saved / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        Mamba2LM.from_pretrained(saved)
+
+
+def test_wrong_model_type(saved):
+    cfg = json.loads((saved / "config.json").read_text())
+    cfg["model_type"] = "llama"
+    (saved / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="not a Mamba-2 model"):
+        Mamba2LM.from_pretrained(saved)
+
+
+def test_invalid_config_value_names_field(saved):
+    cfg = json.loads((saved / "config.json").read_text())
+    cfg["num_heads"] = 5
+    (saved / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="num_heads"):
+        Mamba2LM.from_pretrained(saved)
+
+
+def test_missing_weights_and_missing_folder(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(Mamba2LM("tiny").config.to_hf_dict(), default=str))
+    with pytest.raises(CheckpointError, match="no weights found"):
+        Mamba2LM.from_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="no such folder"):
+        Mamba2LM.from_pretrained(tmp_path / "nope" / "deeper")
+
+
+def test_missing_shard(tmp_path):
+    Mamba2LM("tiny").save_pretrained(tmp_path, max_shard_bytes=20_000)
+    next(tmp_path.glob("model-00002-*.safetensors")).unlink()
+    with pytest.raises(CheckpointError, match="missing"):
+        Mamba2LM.from_pretrained(tmp_path)
+
+
+def test_tokenizer_and_chat_template_roundtrip(tmp_path):
+    from tokenizers import Tokenizer as HFTok
+    from tokenizers import models, pre_tokenizers
+
+    from promptcot_mamba.text.tokenizer import Tokenizer
+
+    vocab = {w: i for i, w in enumerate(["<unk>", "<|im_end|>", "hello", "world"])}
+    tok = HFTok(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    model = Mamba2LM("tiny")
+    model.tokenizer = Tokenizer(tok, eos_token="<|im_end|>")
+    model.save_pretrained(tmp_path)
+    loaded = Mamba2LM.from_pretrained(tmp_path)
+    assert loaded.tokenizer.encode("hello world") == [2, 3]
+    assert loaded.tokenizer.eos_token_id == 1
+    text = loaded.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}])
+    assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"

@@ -1,0 +1,192 @@
+"""The Mamba-2 LM: parity with transformers, the grouped norm, inference state, packing (issue 2)."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from promptcot_mamba import InferenceState, Mamba2Config, Mamba2LM, named_config
+from promptcot_mamba.model.norm import GatedRMSNorm
+
+transformers = pytest.importorskip("transformers")
+
+
+def hf_model(seed, **kw):
+    cfg = dict(vocab_size=97, hidden_size=32, num_hidden_layers=2, state_size=8, head_dim=8, num_heads=8,
+               n_groups=1, expand=2, conv_kernel=4, chunk_size=8, tie_word_embeddings=False)
+    cfg.update(kw)
+    torch.manual_seed(seed)
+    model = transformers.Mamba2ForCausalLM(transformers.Mamba2Config(**cfg)).eval()
+    with torch.no_grad():  # random, non-trivial SSM parameters (HF initialises D=1, dt_bias from a range)
+        for layer in model.backbone.layers:
+            layer.mixer.D.normal_()
+            layer.mixer.norm.weight.uniform_(0.5, 1.5)
+            layer.norm.weight.uniform_(0.5, 1.5)
+    return model
+
+
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 1000), hidden=st.sampled_from([16, 32]), layers=st.integers(1, 3),
+       N=st.sampled_from([4, 16]), P=st.sampled_from([4, 8]), Q=st.sampled_from([4, 16]),
+       tie=st.booleans(), T=st.sampled_from([1, 7, 33]))
+def test_logits_match_transformers(tmp_path_factory, seed, hidden, layers, N, P, Q, tie, T):
+    hf = hf_model(seed, hidden_size=hidden, num_hidden_layers=layers, state_size=N, head_dim=P,
+                  num_heads=2 * hidden // P, chunk_size=Q, tie_word_embeddings=tie)
+    folder = tmp_path_factory.mktemp("hf")
+    hf.save_pretrained(folder)
+    ours = Mamba2LM.from_pretrained(folder)
+    ids = torch.randint(0, 97, (2, T), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        a, b = hf(ids).logits, ours(ids).logits
+    assert b.shape == (2, T, 97)
+    assert (a - b).abs().max() <= 1e-4 * a.abs().max()
+
+
+def test_saved_checkpoint_loads_in_transformers_with_same_logits(tmp_path):
+    torch.manual_seed(0)
+    ours = Mamba2LM(named_config("tiny-g1")).eval()
+    ours.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["model_type"] == "mamba2" and cfg["architectures"] == ["Mamba2ForCausalLM"]
+    hf = transformers.Mamba2ForCausalLM.from_pretrained(tmp_path).eval()
+    ids = torch.randint(0, 256, (2, 21))
+    with torch.no_grad():
+        assert torch.allclose(hf(ids).logits, ours(ids).logits, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-g1"])
+def test_save_load_roundtrip_same_logits(tmp_path, name):
+    torch.manual_seed(1)
+    model = Mamba2LM(name).eval()
+    model.save_pretrained(tmp_path)
+    loaded = Mamba2LM.from_pretrained(tmp_path)
+    ids = torch.randint(0, 256, (3, 19))
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, loaded(ids).logits)
+    assert loaded.config == model.config
+
+
+def test_sharded_save_loads(tmp_path):
+    model = Mamba2LM("tiny").eval()
+    model.save_pretrained(tmp_path, max_shard_bytes=20_000)
+    assert (tmp_path / "model.safetensors.index.json").exists()
+    assert len(list(tmp_path.glob("model-*.safetensors"))) > 1
+    ids = torch.randint(0, 256, (1, 9))
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, Mamba2LM.from_pretrained(tmp_path)(ids).logits)
+
+
+def test_mamba_ssm_dialect_checkpoint_loads(tmp_path):
+    """mamba_ssm writes d_model/n_layer/ssm_cfg, `backbone.embedding.` and pytorch_model.bin, tied head."""
+    torch.manual_seed(2)
+    ref = Mamba2LM(named_config("tiny", vocab_size=250)).eval()  # 250 rows: padded to 256 by mamba_ssm
+    sd = {k.replace("backbone.embeddings.", "backbone.embedding."): v for k, v in ref.state_dict().items()}
+    sd.pop("lm_head.weight")
+    padded = torch.cat([sd["backbone.embedding.weight"], torch.zeros(6, 64)])
+    sd["backbone.embedding.weight"] = padded
+    torch.save(sd, tmp_path / "pytorch_model.bin")
+    (tmp_path / "config.json").write_text(json.dumps({
+        "d_model": 64, "n_layer": 2, "vocab_size": 250, "pad_vocab_size_multiple": 8, "tie_embeddings": True,
+        "ssm_cfg": {"layer": "Mamba2", "d_state": 16, "headdim": 16, "ngroups": 2, "expand": 2, "d_conv": 4,
+                    "chunk_size": 16}}))
+    loaded = Mamba2LM.from_pretrained(tmp_path)
+    assert loaded.config.vocab_size == 256 and loaded.config.n_groups == 2
+    ids = torch.randint(0, 250, (1, 11))
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids).logits[..., :250], ref(ids).logits, atol=1e-6)
+
+
+def test_grouped_gated_norm_against_independent_reference():
+    """Per-group RMS of y * silu(z) (mamba_ssm `rms_norm_ref` semantics), written out longhand."""
+    torch.manual_seed(3)
+    d, G = 24, 3
+    norm = GatedRMSNorm(d, G, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2.0)
+    y, z = torch.randn(2, 5, d), torch.randn(2, 5, d)
+    out = norm(y, z)
+    expect = torch.empty_like(y)
+    for g in range(G):
+        sl = slice(g * d // G, (g + 1) * d // G)
+        v = y[..., sl] * z[..., sl] * torch.sigmoid(z[..., sl])
+        expect[..., sl] = v / torch.sqrt((v * v).mean(-1, keepdim=True) + 1e-5) * norm.weight[sl]
+    assert torch.allclose(out, expect, atol=1e-6)
+    # and it is not the whole-width norm transformers' eager path uses (the n_groups > 1 bug)
+    v = y * F.silu(z)
+    whole = v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + 1e-5) * norm.weight
+    assert not torch.allclose(out, whole, atol=1e-3)
+
+
+def test_prefill_then_steps_equals_full_forward():
+    torch.manual_seed(4)
+    model = Mamba2LM("tiny").eval()
+    ids = torch.randint(0, 256, (2, 45))
+    with torch.no_grad():
+        full = model(ids).logits
+        last, state = model.prefill(ids[:, :17])
+        assert torch.allclose(last, full[:, 16], atol=1e-5)
+        for t in range(17, 45):
+            assert torch.allclose(model.step(ids[:, t], state), full[:, t], atol=1e-4)
+        # a multi-token continuation from a state equals the full forward too
+        _, s2 = model.prefill(ids[:, :30])
+        cont = model(ids[:, 30:], state=s2).logits
+        assert torch.allclose(cont, full[:, 30:], atol=1e-4)
+
+
+def test_state_bytes_do_not_depend_on_context_length():
+    model = Mamba2LM("tiny").eval()
+    _, s16 = model.prefill(torch.randint(0, 256, (1, 16)))
+    _, s4k = model.prefill(torch.randint(0, 256, (1, 4096)))
+    assert s16.nbytes == s4k.nbytes == InferenceState.bytes_per_sequence(model.config)
+    assert s4k.ssm.dtype == torch.float32
+    before = s4k.nbytes
+    for _ in range(10):
+        model.step(torch.tensor([3]), s4k)
+    assert s4k.nbytes == before
+
+
+def test_packed_documents_equal_separate_runs():
+    """seq_idx resets both the conv window and the SSM state, also in the middle of a chunk."""
+    torch.manual_seed(5)
+    model = Mamba2LM("tiny").eval()  # chunk 16
+    docs = [torch.randint(0, 256, (n,)) for n in (7, 20, 5)]
+    packed = torch.cat(docs)[None]
+    seq_idx = torch.cat([torch.full((len(d),), i) for i, d in enumerate(docs)])[None]
+    with torch.no_grad():
+        out = model(packed, seq_idx=seq_idx).logits[0]
+        start = 0
+        for d in docs:
+            alone = model(d[None]).logits[0]
+            assert torch.allclose(out[start:start + len(d)], alone, atol=1e-5)
+            start += len(d)
+
+
+def test_config_validation_names_the_field():
+    with pytest.raises(ValueError, match="num_heads"):
+        Mamba2Config(hidden_size=64, num_heads=3, head_dim=16)
+    with pytest.raises(ValueError, match="n_groups"):
+        Mamba2Config(hidden_size=64, num_heads=8, head_dim=16, n_groups=3)
+    with pytest.raises(ValueError, match="state_size"):
+        named_config("tiny", state_size=0)
+
+
+def test_codestral_shape_is_exact():
+    c = named_config("mamba-codestral-7b")
+    assert (c.hidden_size, c.num_hidden_layers, c.state_size, c.head_dim, c.num_heads, c.n_groups) == \
+        (4096, 64, 128, 64, 128, 8)
+    assert c.in_proj_dim == 18560 and c.conv_dim == 10240 and not c.tie_word_embeddings
+    assert 7.2e9 < c.num_parameters() < 7.4e9
+
+
+@pytest.mark.parametrize("ids, message", [
+    (torch.zeros(5, dtype=torch.long), "input_ids must be"),
+    (torch.zeros(1, 0, dtype=torch.long), "no tokens"),
+    (torch.full((1, 3), 999), "outside the vocabulary"),
+    (torch.zeros(1, 3), "integer token ids"),
+])
+def test_bad_inputs_get_clear_errors(ids, message):
+    with pytest.raises(ValueError, match=message):
+        Mamba2LM("tiny")(ids)
