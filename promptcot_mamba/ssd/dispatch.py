@@ -26,6 +26,9 @@ class Backend:
     available: Callable[[Tensor], bool]
     priority: int  # higher wins under "auto"
     chunked: bool = False  # takes chunk_size
+    # when named explicitly (not under "auto"); None = same as `available`. Lets the Triton backends
+    # run on CPU tensors through TRITON_INTERPRET=1 in tests, which "auto" must never choose.
+    forced_available: Callable[[Tensor], bool] | None = None
 
 
 BACKENDS: dict[str, Backend] = {
@@ -52,7 +55,7 @@ def select_backend(name: str, x: Tensor) -> Backend:
     if name not in BACKENDS:
         raise ValueError(f"unknown SSD backend {name!r}; known: {sorted(BACKENDS)} or 'auto'")
     backend = BACKENDS[name]
-    if not backend.available(x):
+    if not (backend.forced_available or backend.available)(x):
         raise RuntimeError(f"SSD backend {name!r} is not available for tensors on {x.device}")
     return backend
 
@@ -104,6 +107,17 @@ def ssd(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None
     if unbatched:
         return y[0], state[0]
     return y, state
+
+
+def _register_optional_backends() -> None:
+    """triton and fla, registered without importing them (the `gpu` extra stays optional)."""
+    from promptcot_mamba.ssd import optional_backends
+
+    for backend in optional_backends.backends():
+        register_backend(backend)
+
+
+_register_optional_backends()
 
 
 def available_backends(device: str | torch.device = "cpu") -> list[str]:

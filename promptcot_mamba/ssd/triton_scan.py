@@ -1,0 +1,316 @@
+"""The chunked SSD scan as Triton kernels (issue 8): the `triton` backend of `ssd(...)`.
+
+Same maths, same arguments and same results as `forms.ssd_chunked` (its PyTorch twin and the oracle
+of tests/ssd_triton/), in three kernels after mamba_ssm's pipeline (notes/mamba2_impls.md §1.3):
+
+    1. `_chunk_state_fwd`   each chunk's own state  S_c = Σ_s exp(A_last − A_s) · Δ_s · x_s ⊗ b_s
+    2. `_state_pass_fwd`    Eq. 1 across chunks: the state entering every chunk, and the final state
+    3. `_chunk_scan_fwd`    y_l = Σ_{s≤l} (c_l·b_s) exp(A_l − A_s) Δ_s x_s  +  (c_l · S_in) exp(A_l)  (+ D x_l)
+
+Properties the PyTorch twin has and the kernels keep:
+- groups are broadcast natively: head h reads group h // R of B and C; B and C are never expanded;
+- document boundaries (`doc`, normalised ids): masks inside the chunk, in the carried state and in the
+  chunk's own state; the initial state belongs to the row's first document (mamba_ssm's semantics);
+- all accumulation in fp32 (tl.dot with fp32 accumulators, fp32 states); bf16/fp16/fp32 inputs;
+  fp32 inputs use IEEE dots (no TF32), so they agree with the reference to 1e-4;
+- any T (the last chunk is masked) and arbitrary strides (the mixer's x, B, C are views of one tensor).
+
+The chunk length Q of the kernels is their own tuning knob (`TRITON_CHUNK`), not the model's
+`chunk_size`: the chunked scan's result does not depend on Q (the forms are exactly equal).
+
+Backward: `TritonSSD.backward` RECOMPUTES WITH THE PYTORCH REFERENCE (`ssd_chunked` under autograd)
+— correct but not fast. Triton backward kernels are not written yet (issue 8, build item 1).
+
+Triton is imported here at module level: import this module only through `dispatch.py`, which does so
+lazily, so the library stays importable without the `gpu` extra. Under TRITON_INTERPRET=1 (set before
+this module is first imported) the kernels run on CPU tensors through Triton's interpreter: that is
+how CI checks them without a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from promptcot_mamba.ssd.forms import ssd_chunked
+from promptcot_mamba.ssd.optional_backends import interpreting  # noqa: F401  (re-exported)
+
+# Q of the kernels: a power of two >= 16. 64 keeps one chunk's (Q × Q) block and (P × N) state in
+# registers at Codestral's P = 64, N = 128; benchmarks/gpu sweeps it.
+TRITON_CHUNK = int(os.environ.get("PCM_TRITON_CHUNK", "64"))
+
+
+def _pow2(n: int, floor: int = 16) -> int:
+    return max(floor, triton.next_power_of_2(n))
+
+
+# ----------------------------------------------------------------------------------- kernels
+@triton.jit
+def _chunk_state_fwd(x_ptr, B_ptr, dt_ptr, acs_ptr, doc_ptr, st_ptr,
+                     T, H, P, N, R,
+                     sxb, sxt, sxh, sxp, sBb, sBt, sBg, sBn, sdb, sdt, sdh,
+                     sab, sah, sdocb, ssb, ssc, ssh,
+                     Q: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+                     HAS_DOC: tl.constexpr, IEEE: tl.constexpr):
+    """One program per (chunk c, row b · head h, P-block): S_c[p, n] for that head, fp32."""
+    c = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    pid_p = tl.program_id(2)
+    b = pid_bh // H
+    h = pid_bh % H
+    g = h // R
+    b64 = b.to(tl.int64)
+    t0 = c * Q
+    t_last = tl.minimum(t0 + Q, T) - 1
+    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_n = tl.arange(0, BLOCK_N)
+    acs_row = acs_ptr + b64 * sab + h * sah
+    a_last = tl.load(acs_row + t_last)
+    if HAS_DOC:
+        doc_last = tl.load(doc_ptr + b64 * sdocb + t_last)
+    acc = tl.zeros((BLOCK_P, BLOCK_N), dtype=tl.float32)
+    for s0 in range(0, Q, BLOCK_S):
+        offs_s = t0 + s0 + tl.arange(0, BLOCK_S)
+        in_s = offs_s < T
+        dt_s = tl.load(dt_ptr + b64 * sdb + offs_s * sdt + h * sdh, mask=in_s, other=0.0).to(tl.float32)
+        a_s = tl.load(acs_row + offs_s, mask=in_s, other=0.0)
+        w_s = tl.where(in_s, tl.exp(a_last - a_s) * dt_s, 0.0)  # decay to the chunk's end · Δ_s
+        if HAS_DOC:  # only the chunk's last document reaches its end state
+            doc_s = tl.load(doc_ptr + b64 * sdocb + offs_s, mask=in_s, other=-1)
+            w_s = tl.where(doc_s == doc_last, w_s, 0.0)
+        xT = tl.load(x_ptr + b64 * sxb + h * sxh + offs_p[:, None] * sxp + offs_s[None, :] * sxt,
+                     mask=(offs_p[:, None] < P) & in_s[None, :], other=0.0)  # (BLOCK_P, BLOCK_S)
+        Bs = tl.load(B_ptr + b64 * sBb + g * sBg + offs_s[:, None] * sBt + offs_n[None, :] * sBn,
+                     mask=in_s[:, None] & (offs_n[None, :] < N), other=0.0)  # (BLOCK_S, BLOCK_N)
+        xw = (xT.to(tl.float32) * w_s[None, :]).to(Bs.dtype)
+        if IEEE:
+            acc += tl.dot(xw, Bs, input_precision="ieee")
+        else:
+            acc += tl.dot(xw, Bs)
+    st = st_ptr + b64 * ssb + c * ssc + h * ssh
+    tl.store(st + offs_p[:, None] * N + offs_n[None, :], acc, mask=(offs_p[:, None] < P) & (offs_n[None, :] < N))
+
+
+@triton.jit
+def _state_pass_fwd(st_ptr, h0_ptr, fin_ptr, acs_ptr, doc_ptr,
+                    T, H, PN, nc,
+                    sab, sah, sdocb, ssb, ssc, ssh,
+                    Q: tl.constexpr, BLOCK: tl.constexpr, HAS_H0: tl.constexpr, HAS_DOC: tl.constexpr):
+    """Sequential over chunks, one program per (row b · head h, block of P·N): replaces each chunk's
+    own state in `st` by the state ENTERING that chunk (in place), writes the final state."""
+    pid_bh = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    b64 = b.to(tl.int64)
+    offs = pid_k * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < PN
+    if HAS_H0:
+        state = tl.load(h0_ptr + (b64 * H + h) * PN + offs, mask=mask, other=0.0).to(tl.float32)
+    else:
+        state = tl.zeros((BLOCK,), dtype=tl.float32)
+    acs_row = acs_ptr + b64 * sab + h * sah
+    st = st_ptr + b64 * ssb + h * ssh
+    for c in range(0, nc):
+        own = tl.load(st + c * ssc + offs, mask=mask, other=0.0)
+        tl.store(st + c * ssc + offs, state, mask=mask)
+        t_last = tl.minimum(c * Q + Q, T) - 1
+        decay = tl.exp(tl.load(acs_row + t_last))
+        if HAS_DOC:  # the carried state survives the chunk only if no new document starts in it
+            d_in = tl.load(doc_ptr + b64 * sdocb + tl.maximum(c * Q - 1, 0))
+            d_last = tl.load(doc_ptr + b64 * sdocb + t_last)
+            decay = tl.where(d_in == d_last, decay, 0.0)
+        state = state * decay + own
+    tl.store(fin_ptr + (b64 * H + h) * PN + offs, state, mask=mask)
+
+
+@triton.jit
+def _chunk_scan_fwd(x_ptr, B_ptr, C_ptr, dt_ptr, acs_ptr, doc_ptr, st_ptr, D_ptr, y_ptr,
+                    T, H, P, N, R,
+                    sxb, sxt, sxh, sxp, sBb, sBt, sBg, sBn, sCb, sCt, sCg, sCn, sdb, sdt, sdh,
+                    sab, sah, sdocb, ssb, ssc, ssh, syb, syt, syh, syp,
+                    Q: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_S: tl.constexpr,
+                    BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+                    HAS_DOC: tl.constexpr, HAS_D: tl.constexpr, IEEE: tl.constexpr):
+    """One program per (chunk c · block of BLOCK_L positions, row b · head h, P-block): the outputs."""
+    pid_cl = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    pid_p = tl.program_id(2)
+    nl: tl.constexpr = Q // BLOCK_L
+    c = pid_cl // nl
+    lb = pid_cl % nl
+    b = pid_bh // H
+    h = pid_bh % H
+    g = h // R
+    b64 = b.to(tl.int64)
+    t0 = c * Q
+    offs_l = t0 + lb * BLOCK_L + tl.arange(0, BLOCK_L)
+    in_l = offs_l < T
+    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_n = tl.arange(0, BLOCK_N)
+    acs_row = acs_ptr + b64 * sab + h * sah
+    a_l = tl.load(acs_row + offs_l, mask=in_l, other=0.0)
+    Cl = tl.load(C_ptr + b64 * sCb + g * sCg + offs_l[:, None] * sCt + offs_n[None, :] * sCn,
+                 mask=in_l[:, None] & (offs_n[None, :] < N), other=0.0)  # (BLOCK_L, BLOCK_N)
+
+    # the carried state's share: (c_l · S_in) exp(A_l), for the chunk's first document only
+    S_in = tl.load(st_ptr + b64 * ssb + c * ssc + h * ssh + offs_n[:, None] + offs_p[None, :] * N,
+                   mask=(offs_n[:, None] < N) & (offs_p[None, :] < P), other=0.0)  # (BLOCK_N, BLOCK_P) fp32
+    if IEEE:
+        acc = tl.dot(Cl, S_in.to(Cl.dtype), input_precision="ieee")
+    else:
+        acc = tl.dot(Cl, S_in.to(Cl.dtype))
+    carry = tl.exp(a_l)
+    if HAS_DOC:
+        doc_l = tl.load(doc_ptr + b64 * sdocb + offs_l, mask=in_l, other=-1)
+        d_in = tl.load(doc_ptr + b64 * sdocb + tl.maximum(t0 - 1, 0))
+        carry = tl.where(doc_l == d_in, carry, 0.0)
+    acc = acc * carry[:, None]
+
+    # the diagonal block: Σ_{s ≤ l, same doc} (c_l · b_s) exp(A_l − A_s) Δ_s x_s
+    hi = (lb + 1) * BLOCK_L
+    for s0 in range(0, hi, BLOCK_S):
+        offs_s = t0 + s0 + tl.arange(0, BLOCK_S)
+        in_s = offs_s < T
+        BsT = tl.load(B_ptr + b64 * sBb + g * sBg + offs_n[:, None] * sBn + offs_s[None, :] * sBt,
+                      mask=(offs_n[:, None] < N) & in_s[None, :], other=0.0)  # (BLOCK_N, BLOCK_S)
+        if IEEE:
+            CB = tl.dot(Cl, BsT, input_precision="ieee")
+        else:
+            CB = tl.dot(Cl, BsT)  # (BLOCK_L, BLOCK_S) fp32
+        a_s = tl.load(acs_row + offs_s, mask=in_s, other=0.0)
+        dt_s = tl.load(dt_ptr + b64 * sdb + offs_s * sdt + h * sdh, mask=in_s, other=0.0).to(tl.float32)
+        keep = (offs_s[None, :] <= offs_l[:, None]) & in_s[None, :]
+        if HAS_DOC:
+            doc_s = tl.load(doc_ptr + b64 * sdocb + offs_s, mask=in_s, other=-2)
+            keep = keep & (doc_s[None, :] == doc_l[:, None])
+        # mask before exp: above the diagonal A_l − A_s > 0 could overflow
+        seg = tl.where(keep, a_l[:, None] - a_s[None, :], float("-inf"))
+        W = CB * tl.exp(seg) * dt_s[None, :]
+        xs = tl.load(x_ptr + b64 * sxb + h * sxh + offs_s[:, None] * sxt + offs_p[None, :] * sxp,
+                     mask=in_s[:, None] & (offs_p[None, :] < P), other=0.0)  # (BLOCK_S, BLOCK_P)
+        if IEEE:
+            acc += tl.dot(W.to(xs.dtype), xs, input_precision="ieee")
+        else:
+            acc += tl.dot(W.to(xs.dtype), xs)
+
+    out_mask = in_l[:, None] & (offs_p[None, :] < P)
+    if HAS_D:
+        xl = tl.load(x_ptr + b64 * sxb + h * sxh + offs_l[:, None] * sxt + offs_p[None, :] * sxp,
+                     mask=out_mask, other=0.0).to(tl.float32)
+        Dp = tl.load(D_ptr + h * P + offs_p, mask=offs_p < P, other=0.0)
+        acc += xl * Dp[None, :]
+    tl.store(y_ptr + b64 * syb + h * syh + offs_l[:, None] * syt + offs_p[None, :] * syp,
+             acc.to(y_ptr.dtype.element_ty), mask=out_mask)
+
+
+# ---------------------------------------------------------------------------------- launcher
+def ssd_triton_forward(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
+                       initial_state: Tensor | None = None, doc: Tensor | None = None, *,
+                       chunk: int | None = None) -> tuple[Tensor, Tensor]:
+    """The forward kernels on already-validated inputs (see `dispatch.ssd`); no autograd.
+
+    x (b, T, H, P), dt (b, T, H) (Δ, after softplus), A (H,), B/C (b, T, G, N), D (H,) | (H, P),
+    initial_state (b, H, P, N), doc (b, T) normalised document ids. Returns (y like x, final fp32).
+    """
+    b, T, H, P = x.shape
+    G, N = B.shape[-2:]
+    R = H // G
+    Q = chunk or TRITON_CHUNK
+    if Q < 16 or Q & (Q - 1):
+        raise ValueError(f"ssd triton: the kernel chunk must be a power of two >= 16, got {Q}")
+    dev = x.device
+    final = torch.empty(b, H, P, N, device=dev, dtype=torch.float32)
+    if T == 0:
+        if initial_state is not None:
+            final.copy_(initial_state)
+        else:
+            final.zero_()
+        return x.new_empty(b, 0, H, P), final
+    nc = triton.cdiv(T, Q)
+    # cumulative log-decay within each chunk, fp32 (b, H, nc·Q); the padded tail repeats the chunk's
+    # last value (Δ = 0 there), which is what the kernels read as "A at the chunk's end".
+    dA = dt.float() * A.float()  # (b, T, H)
+    dA = torch.nn.functional.pad(dA, (0, 0, 0, nc * Q - T))
+    acs = dA.view(b, nc, Q, H).cumsum(dim=2).permute(0, 3, 1, 2).reshape(b, H, nc * Q).contiguous()
+    st = torch.empty(b, nc, H, P, N, device=dev, dtype=torch.float32)
+    y = torch.empty_like(x, memory_format=torch.contiguous_format)
+    has_doc = doc is not None
+    docc = doc.to(torch.int32).contiguous() if has_doc else acs  # dummy pointer when absent
+    ieee = x.dtype == torch.float32
+    BLOCK_N = _pow2(N)
+    BLOCK_P = min(_pow2(P), 64)
+    BLOCK_S = min(Q, 64)
+    BLOCK_L = min(Q, 64)
+    n_pb = triton.cdiv(P, BLOCK_P)
+    warps = 4
+    _chunk_state_fwd[(nc, b * H, n_pb)](
+        x, B, dt, acs, docc, st, T, H, P, N, R,
+        *x.stride(), *B.stride(), *dt.stride(),
+        acs.stride(0), acs.stride(1), docc.stride(0) if has_doc else 0, st.stride(0), st.stride(1), st.stride(2),
+        Q=Q, BLOCK_S=BLOCK_S, BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N, HAS_DOC=has_doc, IEEE=ieee, num_warps=warps)
+    h0 = initial_state.float().contiguous() if initial_state is not None else final
+    BLOCK = min(1024, _pow2(P * N))
+    _state_pass_fwd[(b * H, triton.cdiv(P * N, BLOCK))](
+        st, h0, final, acs, docc, T, H, P * N, nc,
+        acs.stride(0), acs.stride(1), docc.stride(0) if has_doc else 0, st.stride(0), st.stride(1), st.stride(2),
+        Q=Q, BLOCK=BLOCK, HAS_H0=initial_state is not None, HAS_DOC=has_doc, num_warps=warps)
+    has_d = D is not None
+    Dhp = (D.float()[:, None].expand(H, P) if D.dim() == 1 else D.float()).contiguous() if has_d else acs
+    _chunk_scan_fwd[(nc * (Q // BLOCK_L), b * H, n_pb)](
+        x, B, C, dt, acs, docc, st, Dhp, y, T, H, P, N, R,
+        *x.stride(), *B.stride(), *C.stride(), *dt.stride(),
+        acs.stride(0), acs.stride(1), docc.stride(0) if has_doc else 0, st.stride(0), st.stride(1), st.stride(2),
+        *y.stride(),
+        Q=Q, BLOCK_L=BLOCK_L, BLOCK_S=BLOCK_S, BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N,
+        HAS_DOC=has_doc, HAS_D=has_d, IEEE=ieee, num_warps=warps)
+    return y, final
+
+
+# ---------------------------------------------------------------------------------- autograd
+class TritonSSD(torch.autograd.Function):
+    """Forward by the Triton kernels; backward by recomputation through `ssd_chunked` (PyTorch).
+
+    The recomputation costs one reference forward + backward, so training through this backend is
+    as fast as the torch backend's backward plus a Triton forward. Honest stop-gap until Triton
+    backward kernels exist."""
+
+    @staticmethod
+    def forward(ctx, x, dt, A, B, C, D, initial_state, doc, chunk):
+        ctx.save_for_backward(x, dt, A, B, C, D, initial_state, doc)
+        return ssd_triton_forward(x, dt, A, B, C, D, initial_state, doc, chunk=chunk)
+
+    @staticmethod
+    def backward(ctx, gy, gfinal):
+        x, dt, A, B, C, D, h0, doc = ctx.saved_tensors
+        inputs = [x, dt, A, B, C, D, h0]
+        leaves = [t.detach().requires_grad_(need) if t is not None else None
+                  for t, need in zip(inputs, ctx.needs_input_grad[:7])]
+        with torch.enable_grad():
+            y, final = ssd_chunked(*leaves, doc, chunk_size=256)
+            wanted = [(i, t) for i, t in enumerate(leaves) if t is not None and t.requires_grad]
+            outs, grads_out = [], []
+            if gy is not None:
+                outs.append(y)
+                grads_out.append(gy)
+            if gfinal is not None:
+                outs.append(final)
+                grads_out.append(gfinal)
+            got = torch.autograd.grad(outs, [t for _, t in wanted], grads_out, allow_unused=True) if wanted else []
+        grads: list[Tensor | None] = [None] * 9
+        for (i, _), gr in zip(wanted, got):
+            grads[i] = gr
+        return tuple(grads)
+
+
+def ssd_triton(x, dt, A, B, C, D=None, initial_state=None, doc=None, *, chunk: int | None = None):
+    """The `triton` backend: same signature and results as `forms.ssd_chunked` (minus chunk_size)."""
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, dt, A, B, C, D, initial_state))
+    if needs_grad:
+        return TritonSSD.apply(x, dt, A, B, C, D, initial_state, doc, chunk)
+    return ssd_triton_forward(x, dt, A, B, C, D, initial_state, doc, chunk=chunk)
