@@ -1,0 +1,174 @@
+"""Fused decode step in Triton (issue 8, build item 1): one token per sequence for a whole batch.
+
+Three kernels around the mixer's two GEMMs, each with a PyTorch twin that tests compare it against:
+
+    `conv_step`      roll the conv window, insert the new raw xBC, depthwise conv + bias + SiLU
+                     (twin: the first lines of `Mamba2Mixer.step`)
+    `ssd_step_triton`  Δ = clamp(softplus(dt + dt_bias)); H ← exp(Δ·A)·H + Δ·x ⊗ b; y = H·c + D·x
+                     (twin: `forms.ssd_step`; groups broadcast, the state fp32, updated in place)
+    `gated_norm`     rmsnorm_per_group(y · silu(z)) · w (twin: `model.norm.GatedRMSNorm`)
+
+`mixer_step_triton(mixer, h, conv_state, ssm_state)` chains them: the drop-in twin of
+`Mamba2Mixer.step`. Every kernel reads and writes its operands once — decode is memory-bound (at
+Codestral's shape and batch 128, 34 GB of fp32 state per step; shared/bench/README.md) — and none
+syncs with the host, so the step can be captured in a CUDA graph.
+
+Like triton_scan.py this module imports triton at import time: reach it lazily (tests set
+TRITON_INTERPRET=1 first to run it on CPU tensors).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+
+def _pow2(n: int, floor: int = 16) -> int:
+    return max(floor, triton.next_power_of_2(n))
+
+
+# ----------------------------------------------------------------------------------- kernels
+@triton.jit
+def _conv_step_kernel(win_ptr, x_ptr, w_ptr, bias_ptr, out_ptr, Cdim, K,
+                      swb, swc, swk, sxb, sxc, swc_w, swk_w, sob, soc,
+                      BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """Program per (sequence b, block of channels): window ← [window[1:], x]; out = silu(Σ w·window + b)."""
+    b = tl.program_id(0).to(tl.int64)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    offs_k = tl.arange(0, BLOCK_K)
+    in_c = offs_c < Cdim
+    shifted = tl.load(win_ptr + b * swb + offs_c[:, None] * swc + (offs_k[None, :] + 1) * swk,
+                      mask=in_c[:, None] & (offs_k[None, :] + 1 < K), other=0.0)
+    xn = tl.load(x_ptr + b * sxb + offs_c * sxc, mask=in_c, other=0.0)
+    win = tl.where(offs_k[None, :] == K - 1, xn[:, None].to(shifted.dtype), shifted)
+    tl.store(win_ptr + b * swb + offs_c[:, None] * swc + offs_k[None, :] * swk, win,
+             mask=in_c[:, None] & (offs_k[None, :] < K))
+    w = tl.load(w_ptr + offs_c[:, None] * swc_w + offs_k[None, :] * swk_w,
+                mask=in_c[:, None] & (offs_k[None, :] < K), other=0.0).to(tl.float32)
+    acc = tl.sum(win.to(tl.float32) * w, axis=1)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offs_c, mask=in_c, other=0.0).to(tl.float32)
+    acc = acc / (1.0 + tl.exp(-acc))  # SiLU
+    tl.store(out_ptr + b * sob + offs_c * soc, acc.to(out_ptr.dtype.element_ty), mask=in_c)
+
+
+@triton.jit
+def _ssd_step_kernel(st_ptr, x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, dtb_ptr, y_ptr,
+                     H, P, N, R, dt_lo, dt_hi,
+                     ssb, ssh, ssp, ssn, sxb, sxh, sxp, sdb, sdh, sBb, sBg, sBn, sCb, sCg, sCn,
+                     syb, syh, syp,
+                     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+                     HAS_D: tl.constexpr, DT_SOFTPLUS: tl.constexpr):
+    """Program per (sequence b, head h, block of P): the state tile (BLOCK_P × N) read and written once."""
+    b = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1)
+    g = h // R
+    offs_p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_n = tl.arange(0, BLOCK_N)
+    in_p = offs_p < P
+    in_n = offs_n < N
+    dt = tl.load(dt_ptr + b * sdb + h * sdh).to(tl.float32)
+    if DT_SOFTPLUS:  # Δ = softplus(dt + dt_bias), torch's threshold of 20, then the model's dt_limit
+        dt = dt + tl.load(dtb_ptr + h).to(tl.float32)
+        dt = tl.where(dt > 20.0, dt, tl.log(1.0 + tl.exp(dt)))
+        dt = tl.minimum(tl.maximum(dt, dt_lo), dt_hi)
+    a = tl.exp(dt * tl.load(A_ptr + h).to(tl.float32))
+    x = tl.load(x_ptr + b * sxb + h * sxh + offs_p * sxp, mask=in_p, other=0.0).to(tl.float32)
+    Bv = tl.load(B_ptr + b * sBb + g * sBg + offs_n * sBn, mask=in_n, other=0.0).to(tl.float32)
+    Cv = tl.load(C_ptr + b * sCb + g * sCg + offs_n * sCn, mask=in_n, other=0.0).to(tl.float32)
+    ptrs = st_ptr + b * ssb + h * ssh + offs_p[:, None] * ssp + offs_n[None, :] * ssn
+    tile_mask = in_p[:, None] & in_n[None, :]
+    state = tl.load(ptrs, mask=tile_mask, other=0.0)
+    state = state * a + (dt * x)[:, None] * Bv[None, :]
+    tl.store(ptrs, state, mask=tile_mask)
+    y = tl.sum(state * Cv[None, :], axis=1)
+    if HAS_D:
+        y += x * tl.load(D_ptr + h * P + offs_p, mask=in_p, other=0.0)
+    tl.store(y_ptr + b * syb + h * syh + offs_p * syp, y.to(y_ptr.dtype.element_ty), mask=in_p)
+
+
+@triton.jit
+def _gated_norm_kernel(y_ptr, z_ptr, w_ptr, out_ptr, S, eps, syb, szb, sob,
+                       BLOCK: tl.constexpr):
+    """Program per (sequence b, group g of S channels): rmsnorm(y · silu(z)) · w over the group."""
+    b = tl.program_id(0).to(tl.int64)
+    offs = tl.program_id(1) * S + tl.arange(0, BLOCK)
+    m = tl.arange(0, BLOCK) < S
+    y = tl.load(y_ptr + b * syb + offs, mask=m, other=0.0).to(tl.float32)
+    z = tl.load(z_ptr + b * szb + offs, mask=m, other=0.0).to(tl.float32)
+    v = y * z / (1.0 + tl.exp(-z))
+    inv = 1.0 / tl.sqrt(tl.sum(v * v, axis=0) / S + eps)
+    w = tl.load(w_ptr + offs, mask=m, other=0.0).to(tl.float32)
+    tl.store(out_ptr + b * sob + offs, (v * inv * w).to(out_ptr.dtype.element_ty), mask=m)
+
+
+# --------------------------------------------------------------------------------- launchers
+def conv_step(conv_state: Tensor, xBC: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """conv_state (b, C, K) updated in place; xBC (b, C) the new raw inputs; weight (C, 1, K) or (C, K).
+    Returns silu(conv) (b, C) in xBC's dtype."""
+    b, Cdim, K = conv_state.shape
+    w = weight.reshape(Cdim, K)
+    out = torch.empty(b, Cdim, device=xBC.device, dtype=xBC.dtype)
+    BLOCK_C = min(256, _pow2(Cdim))
+    _conv_step_kernel[(b, triton.cdiv(Cdim, BLOCK_C))](
+        conv_state, xBC, w, bias if bias is not None else w, out, Cdim, K,
+        *conv_state.stride(), *xBC.stride(), *w.stride(), *out.stride(),
+        BLOCK_C=BLOCK_C, BLOCK_K=_pow2(K, 2), HAS_BIAS=bias is not None)
+    return out
+
+
+def ssd_step_triton(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                    D: Tensor | None = None, *, dt_bias: Tensor | None = None,
+                    dt_limit: tuple[float, float] = (0.0, math.inf)) -> Tensor:
+    """`forms.ssd_step` in one kernel. state (b, H, P, N) fp32 updated in place; x (b, H, P);
+    dt (b, H) — Δ itself, or the raw projection when `dt_bias` is given (then softplus(dt + dt_bias)
+    clamped to `dt_limit` is fused in); B and C (b, G, N). Returns y (b, H, P) in x's dtype."""
+    if state.dtype != torch.float32:
+        raise ValueError(f"ssd_step_triton: the state must be fp32, got {state.dtype}")
+    b, H, P = x.shape
+    G, N = B.shape[-2:]
+    if H % G:
+        raise ValueError(f"ssd_step_triton: heads H={H} must be a multiple of groups G={G}")
+    y = torch.empty(b, H, P, device=x.device, dtype=x.dtype)
+    Af = A.float().contiguous()
+    Dhp = ((D.float()[:, None].expand(H, P) if D.dim() == 1 else D.float()).contiguous()
+           if D is not None else Af)
+    BLOCK_N = _pow2(N)
+    BLOCK_P = min(_pow2(P), max(16, 8192 // BLOCK_N))  # tile of ≤ 8K fp32 values per program
+    lo, hi = dt_limit
+    _ssd_step_kernel[(b, H, triton.cdiv(P, BLOCK_P))](
+        state, x, dt, Af, B, C, Dhp, dt_bias if dt_bias is not None else Af, y,
+        H, P, N, H // G, float(lo), float(min(hi, 3.0e38)),
+        *state.stride(), *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *y.stride(),
+        BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N, HAS_D=D is not None, DT_SOFTPLUS=dt_bias is not None)
+    return y
+
+
+def gated_norm(y: Tensor, z: Tensor, weight: Tensor, n_groups: int, eps: float) -> Tensor:
+    """rmsnorm_per_group(y · silu(z)) · weight for y, z (b, d); returns y's dtype."""
+    b, d = y.shape
+    S = d // n_groups
+    out = torch.empty_like(y)
+    _gated_norm_kernel[(b, n_groups)](y, z, weight, out, S, float(eps), y.stride(0), z.stride(0), out.stride(0),
+                                      BLOCK=_pow2(S))
+    return out
+
+
+def mixer_step_triton(mixer, h: Tensor, conv_state: Tensor, ssm_state: Tensor) -> Tensor:
+    """Drop-in twin of `Mamba2Mixer.step` (h (b, d) → (b, d); both states updated in place) with the
+    conv, the SSM update and the gated norm each one kernel; the two projections stay cuBLAS GEMMs."""
+    c = mixer.config
+    b = h.shape[0]
+    z, xBC, dt = mixer._split(mixer.in_proj(h))
+    xBC = conv_step(conv_state, xBC, mixer.conv1d.weight, mixer.conv1d.bias)
+    x, B, C = torch.split(xBC, [c.d_inner, c.n_groups * c.state_size, c.n_groups * c.state_size], dim=-1)
+    A = -torch.exp(mixer.A_log.float())
+    y = ssd_step_triton(ssm_state, x.reshape(b, c.num_heads, c.head_dim), dt, A,
+                        B.reshape(b, c.n_groups, c.state_size), C.reshape(b, c.n_groups, c.state_size),
+                        mixer.D, dt_bias=mixer.dt_bias, dt_limit=c.time_step_limit)
+    y = gated_norm(y.reshape(b, c.d_inner), z, mixer.norm.weight, c.n_groups, mixer.norm.eps)
+    return mixer.out_proj(y)
