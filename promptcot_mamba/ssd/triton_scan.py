@@ -37,7 +37,7 @@ import triton.language as tl
 from torch import Tensor
 
 from promptcot_mamba.ssd.forms import ssd_chunked
-from promptcot_mamba.ssd.optional_backends import interpreting  # noqa: F401  (re-exported)
+from promptcot_mamba.ssd.optional_backends import interpreting
 
 # Q of the kernels: a power of two >= 16. 64 keeps one chunk's (Q × Q) block and (P × N) state in
 # registers at Codestral's P = 64, N = 128; benchmarks/gpu sweeps it.
@@ -50,12 +50,25 @@ def _pow2(n: int, floor: int = 16) -> int:
 
 # ----------------------------------------------------------------------------------- kernels
 @triton.jit
+def _dot(a, b, IEEE: tl.constexpr, UPCAST: tl.constexpr):
+    """a @ b with an fp32 accumulator. IEEE: exact fp32 products (no TF32) for fp32 inputs.
+    UPCAST: fp32 operands — only under the interpreter, whose bf16 tl.dot gives garbage (Triton 3.9)."""
+    if UPCAST:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    if IEEE:
+        return tl.dot(a, b, input_precision="ieee")
+    else:
+        return tl.dot(a, b)
+
+
+@triton.jit
 def _chunk_state_fwd(x_ptr, B_ptr, dt_ptr, acs_ptr, doc_ptr, st_ptr,
                      T, H, P, N, R,
                      sxb, sxt, sxh, sxp, sBb, sBt, sBg, sBn, sdb, sdt, sdh,
                      sab, sah, sdocb, ssb, ssc, ssh,
                      Q: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-                     HAS_DOC: tl.constexpr, IEEE: tl.constexpr):
+                     HAS_DOC: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr):
     """One program per (chunk c, row b · head h, P-block): S_c[p, n] for that head, fp32."""
     c = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -87,10 +100,7 @@ def _chunk_state_fwd(x_ptr, B_ptr, dt_ptr, acs_ptr, doc_ptr, st_ptr,
         Bs = tl.load(B_ptr + b64 * sBb + g * sBg + offs_s[:, None] * sBt + offs_n[None, :] * sBn,
                      mask=in_s[:, None] & (offs_n[None, :] < N), other=0.0)  # (BLOCK_S, BLOCK_N)
         xw = (xT.to(tl.float32) * w_s[None, :]).to(Bs.dtype)
-        if IEEE:
-            acc += tl.dot(xw, Bs, input_precision="ieee")
-        else:
-            acc += tl.dot(xw, Bs)
+        acc += _dot(xw, Bs, IEEE, UPCAST)
     st = st_ptr + b64 * ssb + c * ssc + h * ssh
     tl.store(st + offs_p[:, None] * N + offs_n[None, :], acc, mask=(offs_p[:, None] < P) & (offs_n[None, :] < N))
 
@@ -135,7 +145,8 @@ def _chunk_scan_fwd(x_ptr, B_ptr, C_ptr, dt_ptr, acs_ptr, doc_ptr, st_ptr, D_ptr
                     sab, sah, sdocb, ssb, ssc, ssh, syb, syt, syh, syp,
                     Q: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_S: tl.constexpr,
                     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-                    HAS_DOC: tl.constexpr, HAS_D: tl.constexpr, IEEE: tl.constexpr):
+                    HAS_DOC: tl.constexpr, HAS_D: tl.constexpr, IEEE: tl.constexpr,
+                    UPCAST: tl.constexpr):
     """One program per (chunk c · block of BLOCK_L positions, row b · head h, P-block): the outputs."""
     pid_cl = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -160,10 +171,7 @@ def _chunk_scan_fwd(x_ptr, B_ptr, C_ptr, dt_ptr, acs_ptr, doc_ptr, st_ptr, D_ptr
     # the carried state's share: (c_l · S_in) exp(A_l), for the chunk's first document only
     S_in = tl.load(st_ptr + b64 * ssb + c * ssc + h * ssh + offs_n[:, None] + offs_p[None, :] * N,
                    mask=(offs_n[:, None] < N) & (offs_p[None, :] < P), other=0.0)  # (BLOCK_N, BLOCK_P) fp32
-    if IEEE:
-        acc = tl.dot(Cl, S_in.to(Cl.dtype), input_precision="ieee")
-    else:
-        acc = tl.dot(Cl, S_in.to(Cl.dtype))
+    acc = _dot(Cl, S_in.to(Cl.dtype), IEEE, UPCAST)
     carry = tl.exp(a_l)
     if HAS_DOC:
         doc_l = tl.load(doc_ptr + b64 * sdocb + offs_l, mask=in_l, other=-1)
@@ -178,10 +186,7 @@ def _chunk_scan_fwd(x_ptr, B_ptr, C_ptr, dt_ptr, acs_ptr, doc_ptr, st_ptr, D_ptr
         in_s = offs_s < T
         BsT = tl.load(B_ptr + b64 * sBb + g * sBg + offs_n[:, None] * sBn + offs_s[None, :] * sBt,
                       mask=(offs_n[:, None] < N) & in_s[None, :], other=0.0)  # (BLOCK_N, BLOCK_S)
-        if IEEE:
-            CB = tl.dot(Cl, BsT, input_precision="ieee")
-        else:
-            CB = tl.dot(Cl, BsT)  # (BLOCK_L, BLOCK_S) fp32
+        CB = _dot(Cl, BsT, IEEE, UPCAST)  # (BLOCK_L, BLOCK_S) fp32
         a_s = tl.load(acs_row + offs_s, mask=in_s, other=0.0)
         dt_s = tl.load(dt_ptr + b64 * sdb + offs_s * sdt + h * sdh, mask=in_s, other=0.0).to(tl.float32)
         keep = (offs_s[None, :] <= offs_l[:, None]) & in_s[None, :]
@@ -193,10 +198,7 @@ def _chunk_scan_fwd(x_ptr, B_ptr, C_ptr, dt_ptr, acs_ptr, doc_ptr, st_ptr, D_ptr
         W = CB * tl.exp(seg) * dt_s[None, :]
         xs = tl.load(x_ptr + b64 * sxb + h * sxh + offs_s[:, None] * sxt + offs_p[None, :] * sxp,
                      mask=in_s[:, None] & (offs_p[None, :] < P), other=0.0)  # (BLOCK_S, BLOCK_P)
-        if IEEE:
-            acc += tl.dot(W.to(xs.dtype), xs, input_precision="ieee")
-        else:
-            acc += tl.dot(W.to(xs.dtype), xs)
+        acc += _dot(W.to(xs.dtype), xs, IEEE, UPCAST)
 
     out_mask = in_l[:, None] & (offs_p[None, :] < P)
     if HAS_D:
@@ -242,6 +244,7 @@ def ssd_triton_forward(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D
     has_doc = doc is not None
     docc = doc.to(torch.int32).contiguous() if has_doc else acs  # dummy pointer when absent
     ieee = x.dtype == torch.float32
+    upcast = interpreting()
     BLOCK_N = _pow2(N)
     BLOCK_P = min(_pow2(P), 64)
     BLOCK_S = min(Q, 64)
@@ -252,7 +255,7 @@ def ssd_triton_forward(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D
         x, B, dt, acs, docc, st, T, H, P, N, R,
         *x.stride(), *B.stride(), *dt.stride(),
         acs.stride(0), acs.stride(1), docc.stride(0) if has_doc else 0, st.stride(0), st.stride(1), st.stride(2),
-        Q=Q, BLOCK_S=BLOCK_S, BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N, HAS_DOC=has_doc, IEEE=ieee, num_warps=warps)
+        Q=Q, BLOCK_S=BLOCK_S, BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N, HAS_DOC=has_doc, IEEE=ieee, UPCAST=upcast, num_warps=warps)
     h0 = initial_state.float().contiguous() if initial_state is not None else final
     BLOCK = min(1024, _pow2(P * N))
     _state_pass_fwd[(b * H, triton.cdiv(P * N, BLOCK))](
@@ -267,7 +270,7 @@ def ssd_triton_forward(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D
         acs.stride(0), acs.stride(1), docc.stride(0) if has_doc else 0, st.stride(0), st.stride(1), st.stride(2),
         *y.stride(),
         Q=Q, BLOCK_L=BLOCK_L, BLOCK_S=BLOCK_S, BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N,
-        HAS_DOC=has_doc, HAS_D=has_d, IEEE=ieee, num_warps=warps)
+        HAS_DOC=has_doc, HAS_D=has_d, IEEE=ieee, UPCAST=upcast, num_warps=warps)
     return y, final
 
 
