@@ -172,3 +172,16 @@ def mixer_step_triton(mixer, h: Tensor, conv_state: Tensor, ssm_state: Tensor) -
                         mixer.D, dt_bias=mixer.dt_bias, dt_limit=c.time_step_limit)
     y = gated_norm(y.reshape(b, c.d_inner), z, mixer.norm.weight, c.n_groups, mixer.norm.eps)
     return mixer.out_proj(y)
+
+
+@torch.no_grad()
+def model_step_triton(model, tokens: Tensor, state) -> Tensor:
+    """Twin of `Mamba2LM.step` (tokens (b,) → logits (b, vocab) fp32, `state` updated in place) with
+    every mixer through `mixer_step_triton`. No host syncs: capturable in a CUDA graph."""
+    h = model.backbone.embeddings(tokens)
+    for i, block in enumerate(model.backbone.layers):
+        x = block.norm(h.to(block.norm.weight.dtype))
+        residual = h.float() if block.residual_in_fp32 else h
+        h = residual + mixer_step_triton(block.mixer, x, state.conv[i], state.ssm[i])
+    h = model.backbone.norm_f(h.to(model.backbone.norm_f.weight.dtype))
+    return model.lm_head(h.to(model.lm_head.weight.dtype)).float()

@@ -109,3 +109,21 @@ def test_mixer_step_matches_mixer_step(name, dtype):
             assert rel_err(out, out_ref) < RTOL[dtype]
     assert rel_err(c_fast, c_ref) < RTOL[dtype]
     assert rel_err(s_fast, s_ref) < RTOL[dtype]
+
+
+def test_model_step_matches_model_step():
+    from promptcot_mamba.model.lm import Mamba2LM
+    from promptcot_mamba.ssd.triton_decode import model_step_triton
+
+    torch.manual_seed(0)
+    model = Mamba2LM("tiny").to(DEV).eval()
+    ids = torch.randint(0, 256, (2, 9), device=DEV)
+    _, state = model.prefill(ids)
+    s_ref, s_fast = state.clone(), state.clone()
+    tok = ids[:, -1]
+    for _ in range(3):
+        ref = model.step(tok, s_ref)
+        out = model_step_triton(model, tok, s_fast)
+        assert rel_err(out, ref) < 1e-4
+        tok = ref.argmax(-1)
+    assert rel_err(s_fast.ssm, s_ref.ssm) < 1e-4

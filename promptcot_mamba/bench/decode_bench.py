@@ -1,0 +1,206 @@
+"""`pcm bench decode`: Mamba-2 decode speed and memory against batch size and context length.
+
+For each (mode, batch size b, context length): prefill a random prompt of that length, then time
+`steps` greedy decode steps (argmax fed back on the device: no host sync inside the loop). Reports
+tokens/s (b · steps / time), ms per step, the inference state's bytes — constant in the context length,
+the point of the architecture — and peak device memory.
+
+Modes:
+    eager        `Mamba2LM.step` as written (PyTorch ops, one launch per op)
+    graph        the same step captured once per batch size in a CUDA graph (CUDA only)
+    triton       `ssd.triton_decode.model_step_triton`: conv, SSM update and gated norm as fused kernels
+    triton-graph the fused step captured in a CUDA graph (CUDA only)
+
+Issue 8 targets (Codestral shape, one H100/H200): ≥ 200 tok/s at b = 1, ≥ 4,000 tok/s at b = 128.
+Anchors (shared/bench/README.md, H200): eager 44 ms/step at b = 1; CUDA graph 104 tok/s at b = 1,
+1,237 tok/s at b = 128; floors ~290 tok/s at b = 1 (weights) and ~6,600 tok/s at b = 128 (state).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from promptcot_mamba.bench.report import (
+    machine_info,
+    parse_dtype,
+    peak_memory_gb,
+    peak_memory_reset,
+    pyplot,
+    write_json,
+)
+from promptcot_mamba.model.state import InferenceState
+
+MODES = ("eager", "graph", "triton", "triton-graph")
+StepFn = Callable[[Any, torch.Tensor, InferenceState], torch.Tensor]
+
+
+def step_function(mode: str) -> StepFn:
+    if mode.startswith("triton"):
+        from promptcot_mamba.ssd.triton_decode import model_step_triton
+
+        return model_step_triton
+    return lambda model, tokens, state: model.step(tokens, state)
+
+
+class CUDAGraphStep:
+    """One decode step for a fixed batch size, captured once in a CUDA graph and replayed.
+
+    The graph reads the token buffer and reads/writes `state` in place (its tensors must stay alive
+    and at the same addresses); `__call__` copies the new tokens in, replays, and returns the static
+    logits buffer (overwritten by the next call). Warm-up runs on a side stream, as torch's CUDA graph
+    notes require; the state is restored afterwards so capture leaves no trace in it."""
+
+    def __init__(self, step: StepFn, model, state: InferenceState, tokens: torch.Tensor, warmup: int = 2):
+        if not tokens.is_cuda:
+            raise RuntimeError("CUDAGraphStep needs CUDA tensors")
+        self.tokens = tokens.clone()
+        self.state = state
+        snapshot = state.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), torch.no_grad():
+            for _ in range(warmup):
+                step(model, self.tokens, state)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph), torch.no_grad():
+            self.logits = step(model, self.tokens, state)
+        state.conv.copy_(snapshot.conv)
+        state.ssm.copy_(snapshot.ssm)
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.tokens.copy_(tokens)
+        self.graph.replay()
+        return self.logits
+
+
+@dataclass
+class DecodeBenchConfig:
+    model: str = "tiny"  # a named config (random weights) or a checkpoint folder
+    dtype: str = "fp32"
+    batch_sizes: tuple[int, ...] = (1, 4)
+    contexts: tuple[int, ...] = (16, 64)
+    steps: int = 16
+    warmup_steps: int = 2
+    modes: tuple[str, ...] = ("eager",)
+    device: str = "cpu"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.modes if m not in MODES]
+        if bad:
+            raise ValueError(f"DecodeBenchConfig.modes: unknown {bad}; known {MODES}")
+        if not self.device.startswith("cuda") and any(m.endswith("graph") for m in self.modes):
+            raise ValueError("DecodeBenchConfig: CUDA-graph modes need device='cuda'")
+        if self.steps < 1 or not self.batch_sizes or not self.contexts or min(self.batch_sizes + self.contexts) < 1:
+            raise ValueError("DecodeBenchConfig: steps, batch sizes and contexts must be >= 1")
+        parse_dtype(self.dtype)
+
+
+def load_model(name_or_path: str, dtype: torch.dtype, device: str, seed: int = 0):
+    """A named config with random weights (built on the device) or a checkpoint folder."""
+    from promptcot_mamba.model.config import NAMED_CONFIGS
+    from promptcot_mamba.model.lm import Mamba2LM
+
+    if name_or_path in NAMED_CONFIGS:
+        torch.manual_seed(seed)
+        with torch.device(device):
+            model = Mamba2LM(name_or_path)
+        return model.to(dtype).eval()
+    return Mamba2LM.from_pretrained(name_or_path, dtype=dtype, device=device)
+
+
+def measure_decode(model, step: StepFn, mode: str, batch: int, context: int, steps: int, warmup: int,
+                   device: str, seed: int = 0) -> dict[str, Any]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, model.config.vocab_size, (batch, context), generator=g).to(device)
+    peak_memory_reset(device)
+    t = time.perf_counter()
+    logits, state = model.prefill(ids)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    prefill_s = time.perf_counter() - t
+    tokens = logits.argmax(-1)
+    run = (CUDAGraphStep(step, model, state, tokens) if mode.endswith("graph")
+           else (lambda tok: step(model, tok, state)))
+    with torch.no_grad():
+        for _ in range(warmup):
+            tokens = run(tokens).argmax(-1)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(steps):
+            tokens = run(tokens).argmax(-1)  # stays on the device: no host sync per step
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t
+    return {"mode": mode, "batch": batch, "context": context, "steps": steps,
+            "prefill_ms": round(prefill_s * 1e3, 2), "ms_per_step": round(dt / steps * 1e3, 3),
+            "tokens_per_s": round(batch * steps / dt, 1), "state_bytes": state.nbytes,
+            "state_bytes_per_seq": state.nbytes // batch, "peak_gb": peak_memory_gb(device)}
+
+
+def run_decode_bench(cfg: DecodeBenchConfig, progress: bool = True) -> dict[str, Any]:
+    dtype = parse_dtype(cfg.dtype)
+    model = load_model(cfg.model, dtype, cfg.device, cfg.seed)
+    rows = []
+    for mode in cfg.modes:
+        step = step_function(mode)
+        for b in cfg.batch_sizes:
+            for ctx in cfg.contexts:
+                try:
+                    row = measure_decode(model, step, mode, b, ctx, cfg.steps, cfg.warmup_steps, cfg.device, cfg.seed)
+                except Exception as err:  # e.g. out of memory at the largest batch: keep the other rows
+                    row = {"mode": mode, "batch": b, "context": ctx, "error": f"{type(err).__name__}: {err}"[:400]}
+                    if cfg.device.startswith("cuda"):
+                        torch.cuda.empty_cache()
+                rows.append(row)
+                if progress:
+                    print(row, flush=True)
+    base = {(r["batch"], r["context"]): r.get("tokens_per_s") for r in rows if r["mode"] == cfg.modes[0]}
+    for r in rows:
+        if r.get("tokens_per_s") and base.get((r["batch"], r["context"])):
+            r[f"speedup_vs_{cfg.modes[0]}"] = round(r["tokens_per_s"] / base[(r["batch"], r["context"])], 3)
+    return {"benchmark": "decode", "config": asdict(cfg), "machine": machine_info(cfg.device),
+            "model_parameters": model.num_parameters(), "rows": rows}
+
+
+def plot_decode(result: dict[str, Any], path: str | Path) -> Path:
+    plt = pyplot()
+    rows = [r for r in result["rows"] if "error" not in r]
+    ctx = max(r["context"] for r in rows)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for mode in dict.fromkeys(r["mode"] for r in rows):
+        pts = sorted((r["batch"], r["tokens_per_s"]) for r in rows if r["mode"] == mode and r["context"] == ctx)
+        axes[0].plot(*zip(*pts), marker="o", label=mode)
+        b = max(r["batch"] for r in rows if r["mode"] == mode)
+        mem = sorted((r["context"], r["state_bytes"] / 2**20) for r in rows if r["mode"] == mode and r["batch"] == b)
+        axes[1].plot(*zip(*mem), marker="o", label=f"{mode}, batch {b}")
+    axes[0].set(xscale="log", yscale="log", xlabel="batch size", ylabel="tokens/s",
+                title=f"decode throughput (context {ctx})")
+    axes[1].set(xscale="log", xlabel="context length (tokens)", ylabel="inference state (MiB)",
+                title="state memory vs context")
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    m = result["machine"]
+    fig.suptitle(f"Mamba-2 decode, {result['config']['model']} {result['config']['dtype']} — {m.get('gpu') or m['device']}")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def save(result: dict[str, Any], json_path: str | Path, plot: bool = True) -> dict[str, str]:
+    paths = {"json": str(write_json(json_path, result))}
+    if plot:
+        paths["png"] = str(plot_decode(result, Path(json_path).with_suffix(".png")))
+    return paths
