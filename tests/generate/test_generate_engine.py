@@ -1,0 +1,209 @@
+"""The engine: continuous batching equals running alone, seeds, stops, limits, prefix cache, memory."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from promptcot_mamba.generate import Engine, EngineConfig, EngineError, QueueFull, SamplingParams
+from promptcot_mamba.generate.tiny import build_tiny_model, build_tiny_tokenizer
+
+GREEDY = SamplingParams(max_tokens=24, temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    return build_tiny_model(tok)
+
+
+def engine(model, tok, **kw):
+    kw.setdefault("prefix_cache_gb", 0.0)
+    return Engine(model, tok, EngineConfig(**kw))
+
+
+def prompts(tok, k, seed=0):
+    rng = random.Random(seed)
+    words = "the quick brown fox jumps over lazy dog answer boxed reason step number real".split()
+    return [tok.encode(" ".join(rng.choice(words) for _ in range(rng.randint(1, 40)))) for _ in range(k)]
+
+
+def test_batched_greedy_equals_alone_with_joins_and_leaves(model, tok):
+    ps = prompts(tok, 32)
+    params = [SamplingParams(max_tokens=5 + 3 * (i % 7), temperature=0.0, ignore_eos=True) for i in range(32)]
+    alone = [engine(model, tok).generate([p], q)[0].samples[0].token_ids for p, q in zip(ps, params)]
+    # 8 slots for 32 requests: requests queue, join as others finish; small prefill chunks interleave
+    e = engine(model, tok, max_slots=8, prefill_chunk=16)
+    batched = [r.samples[0].token_ids for r in e.generate(ps, params)]
+    assert batched == alone
+    assert [len(t) for t in batched] == [q.max_tokens for q in params]
+    assert e.num_running == 0 and not e.has_work()
+
+
+def test_decode_on_pool_matches_packed(model, tok):
+    ps = prompts(tok, 6, seed=3)
+    a = engine(model, tok, max_slots=4).generate(ps, GREEDY)
+    b = engine(model, tok, max_slots=4, decode_on_pool=True).generate(ps, GREEDY)
+    assert [r.samples[0].token_ids for r in a] == [r.samples[0].token_ids for r in b]
+
+
+def test_seed_reproducible_alone_and_batched(model, tok):
+    p = tok.encode("Let x be a real number")
+    sp = SamplingParams(max_tokens=20, temperature=1.0, top_p=0.9, seed=1234, ignore_eos=True)
+    alone = engine(model, tok).generate([p], sp)[0].samples[0].token_ids
+    others = prompts(tok, 7, seed=5)
+    mixed = [SamplingParams(max_tokens=20, temperature=0.7, seed=i) for i in range(7)]
+    res = engine(model, tok).generate(others[:3] + [p] + others[3:], mixed[:3] + [sp] + mixed[3:])
+    assert res[3].samples[0].token_ids == alone
+    other_seed = engine(model, tok).generate([p], SamplingParams(max_tokens=20, temperature=1.0, top_p=0.9,
+                                                                  seed=99, ignore_eos=True))
+    assert other_seed[0].samples[0].token_ids != alone
+
+
+def test_n_samples_use_seed_plus_index(model, tok):
+    p = tok.encode("hello world")
+    res = engine(model, tok).generate([p], SamplingParams(max_tokens=12, temperature=1.0, n=3, seed=7,
+                                                           ignore_eos=True))[0]
+    assert [s.seed for s in res.samples] == [7, 8, 9]
+    for s in res.samples:
+        one = engine(model, tok).generate([p], SamplingParams(max_tokens=12, temperature=1.0, seed=s.seed,
+                                                               ignore_eos=True))[0].samples[0]
+        assert one.token_ids == s.token_ids
+    assert len({tuple(s.token_ids) for s in res.samples}) > 1
+
+
+def test_top_k_1_top_p_tiny_and_min_p_1_are_greedy(model, tok):
+    p = tok.encode("The quick brown")
+    greedy = engine(model, tok).generate([p], GREEDY)[0].samples[0].token_ids
+    for kw in ({"top_k": 1}, {"top_p": 1e-6}, {"min_p": 1.0}):
+        sp = SamplingParams(max_tokens=24, temperature=1.3, seed=3, **kw)
+        assert engine(model, tok).generate([p], sp)[0].samples[0].token_ids == greedy, kw
+
+
+def test_stop_string_token_and_lengths(model, tok):
+    p = tok.encode("The quick brown")
+    e = engine(model, tok)
+    full = e.generate([p], SamplingParams(max_tokens=30, temperature=0.0, ignore_eos=True))[0].samples[0]
+    assert full.finish_reason == "length" and len(full.token_ids) == 30
+    text = full.text
+    stop = text[7:10]
+    cut = text.find(stop)
+    r = e.generate([p], SamplingParams(max_tokens=30, temperature=0.0, stop=(stop,), ignore_eos=True))[0].samples[0]
+    assert r.finish_reason == "stop" and r.stop_reason == stop and r.text == text[:cut]
+    r = e.generate([p], SamplingParams(max_tokens=30, temperature=0.0, stop=(stop,), ignore_eos=True,
+                                       include_stop_str_in_output=True))[0].samples[0]
+    assert r.text == text[:cut + len(stop)]
+    t5 = full.token_ids[5]
+    first = full.token_ids.index(t5)
+    r = e.generate([p], SamplingParams(max_tokens=30, temperature=0.0, stop_token_ids=(t5,),
+                                       ignore_eos=True))[0].samples[0]
+    assert r.finish_reason == "stop" and r.stop_reason == t5 and r.token_ids == full.token_ids[:first + 1]
+    # min_tokens masks the stop token until 8 tokens exist
+    r = e.generate([p], SamplingParams(max_tokens=30, temperature=0.0, stop_token_ids=(t5,), min_tokens=8,
+                                       ignore_eos=True))[0].samples[0]
+    assert len(r.token_ids) > 8 and t5 not in r.token_ids[:8]
+
+
+def test_eos_stops_unless_ignored(model, tok):
+    e = Engine(model, tok, EngineConfig(prefix_cache_gb=0), eos_token_id=None)
+    full = e.generate([tok.encode("hello")], SamplingParams(max_tokens=20, temperature=0.0))[0].samples[0]
+    eos = full.token_ids[3]
+    e2 = Engine(model, tok, EngineConfig(prefix_cache_gb=0), eos_token_id=eos)
+    r = e2.generate([tok.encode("hello")], SamplingParams(max_tokens=20, temperature=0.0))[0].samples[0]
+    assert r.finish_reason == "stop" and r.token_ids[-1] == eos and len(r.token_ids) == full.token_ids.index(eos) + 1
+    r = e2.generate([tok.encode("hello")], SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True))[0]
+    assert r.samples[0].token_ids == full.token_ids
+
+
+def test_logprobs_match_model(model, tok):
+    p = tok.encode("hello world")
+    r = engine(model, tok).generate([p], SamplingParams(max_tokens=3, temperature=0.0, logprobs=3))[0].samples[0]
+    logits, _ = model.prefill(torch.tensor([p]))
+    lp = torch.log_softmax(logits[0], -1)
+    first = r.logprobs[0]
+    assert first.token_id == r.token_ids[0] == int(lp.argmax())
+    assert first.logprob == pytest.approx(float(lp.max()), abs=1e-5)
+    assert [t for t, _ in first.top] == lp.topk(3).indices.tolist()
+
+
+def test_prefix_cache_hit_equals_recomputation(model, tok):
+    header = prompts(tok, 1, seed=11)[0] * 4  # a shared few-shot header of > 64 tokens
+    assert len(header) > 70
+    a = header + tok.encode(" first question")
+    b = header + tok.encode(" second question is longer")
+    sp = SamplingParams(max_tokens=16, temperature=0.0, logprobs=5)
+    cached = engine(model, tok, prefix_cache_gb=0.01, prefix_block=16, prefill_chunk=32)
+    cached.generate([a], sp)
+    hit = cached.generate([b], sp)[0]
+    assert cached.prefix_cache.hits >= 1 and hit.cached_prompt_tokens >= 64
+    fresh = engine(model, tok, prefix_cache_gb=0.0, prefix_block=16, prefill_chunk=32).generate([b], sp)[0]
+    assert hit.samples[0].token_ids == fresh.samples[0].token_ids
+    # bit for bit: the same logprobs, not merely the same argmax
+    assert [x.logprob for x in hit.samples[0].logprobs] == [x.logprob for x in fresh.samples[0].logprobs]
+    # and the segmented prefill agrees with one whole-prompt prefill up to float rounding
+    whole, _ = model.prefill(torch.tensor([b]))
+    assert hit.samples[0].logprobs[0].logprob == pytest.approx(float(torch.log_softmax(whole[0], -1).max()),
+                                                               abs=1e-4)
+
+
+def test_prefix_cache_is_bounded_lru(model, tok):
+    from promptcot_mamba.generate.prefix_cache import PrefixCache
+
+    st = model.allocate_state(1)
+    cache = PrefixCache(max_bytes=2 * st.nbytes, block=4)
+    for k in range(3):
+        cache.insert([k] * 4, st)
+    assert len(cache) == 2 and cache.nbytes <= cache.max_bytes and cache.evictions == 1
+    assert cache.lookup([0] * 4 + [9]) is None  # the oldest went first
+    assert cache.lookup([2] * 4 + [9]).length == 4
+
+
+def test_memory_budget_sets_slots_and_queues(model, tok):
+    probe = engine(model, tok)
+    cap = probe.capacity
+    budget = (cap["weight_bytes"] + 3.5 * cap["bytes_per_sequence"]) / 1e9
+    e = engine(model, tok, memory_budget_gb=budget)
+    assert e.max_slots == 3
+    ps = prompts(tok, 5, seed=2)
+    res = e.generate(ps, SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True))
+    assert all(len(r.samples[0].token_ids) == 6 for r in res)
+    with pytest.raises(ValueError, match="does not fit one sequence"):
+        engine(model, tok, memory_budget_gb=cap["weight_bytes"] / 1e9)
+
+
+def test_abort_frees_slot_and_queue_limit(model, tok):
+    e = engine(model, tok, max_slots=2, max_queue=2)
+    rid = e.add_request(tok.encode("hello"), SamplingParams(max_tokens=1000, temperature=0.0, ignore_eos=True))
+    for _ in range(3):
+        e.step()
+    assert e.num_running == 1
+    e.abort(rid)
+    outs = e.step()
+    assert any(o.request_id == rid and o.finish_reason == "abort" for o in outs)
+    assert e.num_running == 0 and not e.has_work()
+    e.add_request([5], GREEDY)
+    e.add_request([6], GREEDY)
+    with pytest.raises(QueueFull):
+        e.add_request([7], GREEDY)
+
+
+def test_invalid_requests_are_refused(model, tok):
+    e = engine(model, tok, max_prompt_tokens=50, max_new_tokens=100)
+    with pytest.raises(EngineError, match="empty"):
+        e.add_request([], GREEDY)
+    with pytest.raises(EngineError, match="outside the vocabulary"):
+        e.add_request([10**6], GREEDY)
+    with pytest.raises(EngineError, match="over the limit"):
+        e.add_request([1] * 51, GREEDY)
+    with pytest.raises(EngineError, match="max_tokens"):
+        e.add_request([1], SamplingParams(max_tokens=101))
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingParams(top_p=0.0)
+    with pytest.raises(ValueError, match="min_tokens"):
+        SamplingParams(max_tokens=2, min_tokens=3)
