@@ -1,0 +1,217 @@
+"""Typed JSONL records, stable ids, crash-safe appends and manifests for the synthesis stages.
+
+Every stage reads JSONL and writes JSONL (DESIGN.md "How data flows"). A stage's output file is
+complete only when its manifest (`<out>.manifest.json`) exists: the manifest is written last,
+atomically, so a crash at any point leaves either a finished stage or an unfinished one, never a
+finished-looking partial one.
+
+Record envelope (schema `pcm.synth/1`), common to all stages:
+    id        stable id of the item (a hash of its defining content, or a counter from a seed)
+    stage     the stage that wrote this line
+    status    "done" | "failed" | "filtered"
+    reason    why it failed or was filtered (None when done)
+    provenance {stage: {model, prompt_version, seed, ...}} accumulated along the chain
+plus the stage's payload fields. Downstream stages read only `done` records; `failed` and
+`filtered` records stay in the file so that no item is ever silently lost.
+
+Crash safety of LLM stages: output lines are appended and flushed chunk by chunk; on restart the
+file is cut back to its last complete line (a SIGKILL can leave half a line), the ids already
+written are skipped, and the remaining items are processed in the same order with the same
+per-item seeds, so the finished file equals an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "pcm.synth/1"
+DONE, FAILED, FILTERED = "done", "failed", "filtered"
+STATUSES = (DONE, FAILED, FILTERED)
+
+
+def stable_id(prefix: str, *parts: Any) -> str:
+    """`prefix-<12 hex>` from the JSON of `parts`: the same content gives the same id on any machine."""
+    h = hashlib.sha1(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:12]
+    return f"{prefix}-{h}"
+
+
+def derive_seed(base: int, *parts: Any) -> int:
+    """A per-item sampling seed (31-bit, as vLLM/OpenAI accept) from the run seed and the item."""
+    h = hashlib.sha256(json.dumps([base, *parts], sort_keys=True).encode()).digest()
+    return int.from_bytes(h[:4], "big") & 0x7FFFFFFF
+
+
+def make_record(rid: str, stage: str, *, status: str = DONE, reason: str | None = None,
+                provenance: dict | None = None, **payload: Any) -> dict[str, Any]:
+    if status not in STATUSES:
+        raise ValueError(f"record status must be one of {STATUSES}, got {status!r}")
+    rec = {"schema": SCHEMA, "id": rid, "stage": stage, "status": status, "reason": reason}
+    rec.update(payload)
+    rec["provenance"] = dict(provenance or {})
+    return rec
+
+
+def read_jsonl(path: str | Path, *, where: str | None = None) -> Iterator[dict[str, Any]]:
+    """Yield the objects of a JSONL file; a bad line raises ValueError naming file and line.
+    A final line without its newline (a crash in the middle of an append) is ignored."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{where + ': ' if where else ''}no such file {path}")
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.endswith(b"\n"):
+                return
+            line = raw.strip()
+            if not line:
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            yield obj
+
+
+def done_records(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The records a downstream stage consumes: status `done` (records without a status, e.g. raw
+    seed files, count as done)."""
+    for rec in read_jsonl(path):
+        if rec.get("status", DONE) == DONE:
+            yield rec
+
+
+def dumps(rec: dict[str, Any]) -> str:
+    return json.dumps(rec, ensure_ascii=False, sort_keys=False) + "\n"
+
+
+def write_jsonl_atomic(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
+    """Write all records to a temporary file and rename it over `path` (all or nothing)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    n = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for rec in records:
+                f.write(dumps(rec))
+                n += 1
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return n
+
+
+class ResumableWriter:
+    """Append-only JSONL output that survives SIGKILL: on open it truncates a trailing partial line
+    and remembers the ids already written; `write_many` appends, flushes and fsyncs."""
+
+    def __init__(self, path: str | Path, *, drop_failed: bool = False):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.ids: set[str] = set()
+        self.counts: Counter = Counter()
+        if self.path.exists():
+            self._recover(drop_failed)
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def _recover(self, drop_failed: bool) -> None:
+        data = self.path.read_bytes()
+        cut = data.rfind(b"\n") + 1
+        if cut != len(data):  # a crash left half a line: cut it off
+            with open(self.path, "r+b") as f:
+                f.truncate(cut)
+        kept: list[dict] = []
+        rewrite = False
+        for rec in read_jsonl(self.path):
+            rid = rec.get("id")
+            if rid in self.ids:  # cannot happen through this class; repair rather than duplicate
+                rewrite = True
+                continue
+            if drop_failed and rec.get("status") == FAILED:
+                rewrite = True
+                continue
+            self.ids.add(rid)
+            self.counts[rec.get("status", DONE)] += 1
+            kept.append(rec)
+        if rewrite:
+            write_jsonl_atomic(self.path, kept)
+
+    def __contains__(self, rid: str) -> bool:
+        return rid in self.ids
+
+    def write_many(self, records: Iterable[dict[str, Any]]) -> None:
+        buf = []
+        for rec in records:
+            if rec["id"] in self.ids:
+                continue
+            self.ids.add(rec["id"])
+            self.counts[rec.get("status", DONE)] += 1
+            buf.append(dumps(rec))
+        if buf:
+            self._f.write("".join(buf))
+            self._f.flush()
+            os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+    def __enter__(self) -> ResumableWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# manifests
+def manifest_path(out_path: str | Path) -> Path:
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.name + ".manifest.json")
+
+
+def write_manifest(out_path: str | Path, info: dict[str, Any]) -> Path:
+    mp = manifest_path(out_path)
+    body = {"schema": SCHEMA, "output": Path(out_path).name, "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                         time.gmtime())}
+    body.update(info)
+    fd, tmp = tempfile.mkstemp(prefix=mp.name + ".", suffix=".tmp", dir=mp.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(body, f, indent=2, ensure_ascii=False, default=str)
+        f.write("\n")
+    os.replace(tmp, mp)
+    return mp
+
+
+def read_manifest(out_path: str | Path) -> dict[str, Any] | None:
+    mp = manifest_path(out_path)
+    if not mp.exists() or not Path(out_path).exists():
+        return None
+    try:
+        return json.loads(mp.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def count_statuses(path: str | Path) -> dict[str, int]:
+    c: Counter = Counter()
+    for rec in read_jsonl(path):
+        c[rec.get("status", DONE)] += 1
+    return {s: c.get(s, 0) for s in STATUSES}
+
+
+def fingerprint(obj: Any) -> str:
+    """Short hash of a stage's effective settings; a manifest with another fingerprint is stale."""
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
