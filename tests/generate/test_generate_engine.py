@@ -10,6 +10,16 @@ import torch
 from promptcot_mamba.generate import Engine, EngineConfig, EngineError, QueueFull, SamplingParams
 from promptcot_mamba.generate.tiny import build_tiny_model, build_tiny_tokenizer
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny ops gain nothing from threads, and on a shared, oversubscribed CPU an OpenMP region
+    # can stall for a whole scheduler slice (a 5 µs bmm took 28 ms with 2 threads under load).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 GREEDY = SamplingParams(max_tokens=24, temperature=0.0)
 
 
@@ -37,7 +47,8 @@ def prompts(tok, k, seed=0):
 def test_batched_greedy_equals_alone_with_joins_and_leaves(model, tok):
     ps = prompts(tok, 32)
     params = [SamplingParams(max_tokens=5 + 3 * (i % 7), temperature=0.0, ignore_eos=True) for i in range(32)]
-    alone = [engine(model, tok).generate([p], q)[0].samples[0].token_ids for p, q in zip(ps, params)]
+    solo = engine(model, tok, max_slots=1)  # one request at a time: each runs alone
+    alone = [solo.generate([p], q)[0].samples[0].token_ids for p, q in zip(ps, params)]
     # 8 slots for 32 requests: requests queue, join as others finish; small prefill chunks interleave
     e = engine(model, tok, max_slots=8, prefill_chunk=16)
     batched = [r.samples[0].token_ids for r in e.generate(ps, params)]
