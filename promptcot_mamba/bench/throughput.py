@@ -184,35 +184,48 @@ def _timed_workload(run, lengths: list[int], batch: int, prompt_len: int, vocab:
 
 
 def run_inprocess(cfg: ThroughputConfig, progress: bool = True) -> dict[str, Any]:
-    dtype = parse_dtype(cfg.dtype)
-    mamba = load_model(cfg.mamba, dtype, cfg.device, cfg.seed)
-    tfm = load_transformer(cfg.transformer, dtype, cfg.device, cfg.seed)
-    mpath, tcache = cfg.resolved_mamba_path(), cfg.resolved_transformer_cache()
-    runner = _MambaRunner(mamba, mpath)
+    """One model resident at a time (two 7B models do not fit a 24 GB cap together): all caps and
+    intervals for Mamba, then the same for the Transformer; the rows pair them up."""
     from promptcot_mamba.model.state import InferenceState
 
-    m_weights, t_weights = weight_bytes(mamba), weight_bytes(tfm)
-    m_per_seq = InferenceState.bytes_per_sequence(mamba.config, dtype)
-    kv_tok = kv_bytes_per_token(tfm)
-    rows = []
+    dtype = parse_dtype(cfg.dtype)
+    mpath, tcache = cfg.resolved_mamba_path(), cfg.resolved_transformer_cache()
+    rows: dict[tuple[str, tuple[int, int]], dict[str, Any]] = {}
     for cap_text in cfg.memory_caps:
-        cap = parse_bytes(cap_text)
-        if cfg.cuda:
-            total = torch.cuda.get_device_properties(cfg.device).total_memory
-            torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total), cfg.device)
-        try:
-            for interval in cfg.intervals:
-                lengths = generation_lengths(interval, cfg.num_requests, cfg.seed)
-                t_per_seq = kv_tok * (cfg.prompt_len + interval[1])
-                row: dict[str, Any] = {"cap": cap_text, "cap_bytes": cap, "interval": list(interval),
-                                       "generated_tokens": sum(lengths), "mamba_path": mpath,
-                                       "transformer_path": f"generate/{tcache}"}
-                contenders = [
-                    ("mamba", m_weights, m_per_seq, runner.run, mamba.config.vocab_size),
-                    ("transformer", t_weights, t_per_seq, lambda ids, n: _transformer_run(tfm, ids, n, tcache),
-                     tfm.config.vocab_size)]
-                for who, bytes_w, per_seq, run, vocab in contenders:
-                    b = batch_under_cap(cap, bytes_w, per_seq, cfg.activation_reserve,
+        for interval in cfg.intervals:
+            lengths = generation_lengths(interval, cfg.num_requests, cfg.seed)
+            rows[(cap_text, interval)] = {"cap": cap_text, "cap_bytes": parse_bytes(cap_text),
+                                          "interval": list(interval), "generated_tokens": sum(lengths),
+                                          "mamba_path": mpath, "transformer_path": f"generate/{tcache}"}
+    models: dict[str, dict[str, Any]] = {}
+    for who in ("mamba", "transformer"):
+        if who == "mamba":
+            model = load_model(cfg.mamba, dtype, cfg.device, cfg.seed)
+            per_seq_of = (lambda interval, m=model: InferenceState.bytes_per_sequence(m.config, dtype))
+            run = _MambaRunner(model, mpath).run
+            models[who] = {"name": cfg.mamba, "weight_bytes": weight_bytes(model),
+                           "state_bytes_per_seq": per_seq_of((0, 0))}
+        else:
+            model = load_transformer(cfg.transformer, dtype, cfg.device, cfg.seed)
+            kv_tok = kv_bytes_per_token(model)
+            per_seq_of = (lambda interval, k=kv_tok: k * (cfg.prompt_len + interval[1]))
+            run = (lambda ids, n, m=model: _transformer_run(m, ids, n, tcache))
+            models[who] = {"name": cfg.transformer, "weight_bytes": weight_bytes(model), "kv_bytes_per_token": kv_tok}
+        if cfg.cuda:  # the fp32 build of random weights leaves cached blocks the cap would count
+            torch.cuda.empty_cache()
+        weights = models[who]["weight_bytes"]
+        vocab = model.config.vocab_size
+        for cap_text in cfg.memory_caps:
+            cap = parse_bytes(cap_text)
+            if cfg.cuda:
+                total = torch.cuda.get_device_properties(cfg.device).total_memory
+                torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total), cfg.device)
+            try:
+                for interval in cfg.intervals:
+                    row = rows[(cap_text, interval)]
+                    lengths = generation_lengths(interval, cfg.num_requests, cfg.seed)
+                    per_seq = per_seq_of(interval)
+                    b = batch_under_cap(cap, weights, per_seq, cfg.activation_reserve,
                                         min(cfg.max_batch, cfg.num_requests))
                     row[f"{who}_batch"] = b
                     row[f"{who}_bytes_per_seq"] = per_seq
@@ -229,20 +242,20 @@ def run_inprocess(cfg: ThroughputConfig, progress: bool = True) -> dict[str, Any
                         row[f"{who}_error"] = f"{type(err).__name__}: {err}"[:300]
                         if cfg.cuda:
                             torch.cuda.empty_cache()
-                if row.get("mamba_tokens_per_s") and row.get("transformer_tokens_per_s"):
-                    row["ratio"] = round(row["mamba_tokens_per_s"] / row["transformer_tokens_per_s"], 3)
-                rows.append(row)
-                if progress:
-                    print(row, flush=True)
-        finally:
-            if cfg.cuda:
-                torch.cuda.set_per_process_memory_fraction(1.0, cfg.device)
+                    if progress:
+                        print({k: v for k, v in row.items() if k.startswith(who) or k in ("cap", "interval")}, flush=True)
+            finally:
+                if cfg.cuda:
+                    torch.cuda.set_per_process_memory_fraction(1.0, cfg.device)
+        del model, run
+        if cfg.cuda:
+            torch.cuda.empty_cache()
+    for row in rows.values():
+        if row.get("mamba_tokens_per_s") and row.get("transformer_tokens_per_s"):
+            row["ratio"] = round(row["mamba_tokens_per_s"] / row["transformer_tokens_per_s"], 3)
     return {"benchmark": "throughput", "mode": "in-process", "config": asdict(cfg),
-            "machine": machine_info(cfg.device),
-            "models": {"mamba": {"name": cfg.mamba, "weight_bytes": m_weights, "state_bytes_per_seq": m_per_seq},
-                       "transformer": {"name": cfg.transformer, "weight_bytes": t_weights,
-                                       "kv_bytes_per_token": kv_tok}},
-            "paper": {"ratio_24GB": 3.66, "ratio_72GB": 1.69}, "rows": rows}
+            "machine": machine_info(cfg.device), "models": models,
+            "paper": {"ratio_24GB": 3.66, "ratio_72GB": 1.69}, "rows": list(rows.values())}
 
 
 def run_endpoints(mamba_url: str, transformer_url: str, intervals, *, num_requests: int = 32,
