@@ -41,11 +41,11 @@ def accuracy_table(results: dict[str, Any]) -> str:
     sets = results.get("protocol", {}).get("sets", {})
     nf = sets.get("foundational", "?")
     nc = sets.get("composed", "?")
-    head = (f"| Model | Architecture | Params | Training | Foundational (n={nf}, avg@{k}) | "
+    head = (f"| Model | Type | Params | Training | Foundational (n={nf}, avg@{k}) | "
             f"Composed (n={nc}, avg@{k}) |\n|---|---|---|---|---:|---:|")
     lines = [head]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['arch']} | {_params(r.get('params'))} | {r['training']} | "
+        lines.append(f"| {r['model']} | {r.get('type', '')} | {_params(r.get('params'))} | {r['training']} | "
                      f"{_pct(r.get('foundational'))} | {_pct(r.get('composed'))} |")
     return "\n".join(lines)
 
@@ -268,11 +268,16 @@ def render_markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
             L.append(f"- {n}")
         L.append("")
     if timing:
+        cpu = results.get("cpu", {})
         L.append("## Wall time")
         L.append("")
-        L.append("| stage | seconds |\n|---|---:|")
+        L.append("| stage | wall seconds | CPU seconds (Mamba-2 process, Transformer process) |\n|---|---:|---|")
         for k, v in timing.items():
-            L.append(f"| {k} | {v:.1f} |")
+            c = cpu.get(k)
+            L.append(f"| {k} | {v:.1f} | {', '.join(f'{x:.0f}' for x in c) if c else ''} |")
+        L.append("")
+        L.append(f"Machine: {cfg.get('cpu_count')} CPUs visible, {cfg.get('workers')} processes × "
+                 f"{cfg.get('threads')} torch thread(s). On a shared machine wall time exceeds CPU time.")
         L.append("")
     L.append("## Files")
     L.append("")
