@@ -36,9 +36,10 @@ class IncrementalDetokenizer:
         self._search_from = 0
 
     def _decode(self, ids: list[int]) -> str:
+        # skip only the chat/control tokens the engine names; <think> and </think> must stay in the text
         if self.skip_special and self.special_ids:
             ids = [i for i in ids if i not in self.special_ids]
-        return self.tok.decode(ids, skip_special_tokens=self.skip_special)
+        return self.tok.decode(ids, skip_special_tokens=False)
 
     def add(self, token_id: int, *, check_stop: bool = True) -> str:
         """Feed one token; return the text that may be shown now ("" when held back)."""

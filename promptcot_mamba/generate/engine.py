@@ -187,6 +187,22 @@ class Engine:
         self._reserved = 0  # slots promised to requests still prefilling
         self.stats = {"prompt_tokens": 0, "cached_prompt_tokens": 0, "generated_tokens": 0, "steps": 0}
 
+    @classmethod
+    def from_pretrained(cls, path, config: EngineConfig | None = None, *, dtype="auto", device="cpu",
+                        require_tokenizer: bool = True) -> Engine:
+        """An engine over a model folder as `save_pretrained` writes it (with its tokenizer.json)."""
+        import torch as _torch
+
+        from promptcot_mamba.model.lm import Mamba2LM
+
+        if isinstance(dtype, str) and dtype != "auto":
+            dtype = getattr(_torch, dtype)
+        model = Mamba2LM.from_pretrained(path, dtype=dtype, device=device)
+        if require_tokenizer and model.tokenizer is None:
+            raise FileNotFoundError(f"{path}: no tokenizer.json next to the weights; the engine needs one "
+                                    f"to turn text into token ids")
+        return cls(model, model.tokenizer, config)
+
     # ---------------------------------------------------------------------------------- capacity
     def _plan_capacity(self) -> dict:
         cfg, mc = self.config, self.model.config

@@ -1,0 +1,154 @@
+"""The engine on its own thread, fanned out to asyncio consumers (the server).
+
+One thread owns the model and loops `engine.step()`; requests arrive through the engine's
+thread-safe inbox and each step's outputs go back to the event loop in one `call_soon_threadsafe`
+(not one per token), where they are put on per-request asyncio queues. A consumer that goes away
+(client disconnect) calls `abort`, which frees the request's slots at the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from promptcot_mamba.generate.engine import Engine, SeqOutput
+from promptcot_mamba.generate.sampling import SamplingParams
+
+
+@dataclass
+class RunnerStats:
+    tokens_per_s: float = 0.0  # generated tokens per second, smoothed over ~1 s windows
+    generated_tokens: int = 0
+    finished_sequences: int = 0
+    aborted_sequences: int = 0
+
+
+class EngineRunner:
+    def __init__(self, engine: Engine, *, idle_sleep_s: float = 0.002):
+        self.engine = engine
+        self.idle_sleep_s = idle_sleep_s
+        self.stats = RunnerStats()
+        self._queues: dict[str, asyncio.Queue] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._accepting = True
+        self.error: BaseException | None = None
+
+    # ---------------------------------------------------------------------------------- lifecycle
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop or asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="pcm-engine", daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self.error is None
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting and self.alive
+
+    async def shutdown(self, grace_s: float = 10.0) -> None:
+        """Stop taking requests; let in-flight ones finish for up to `grace_s`, then abort the rest."""
+        self._accepting = False
+        deadline = time.monotonic() + grace_s
+        while self._queues and time.monotonic() < deadline and self.alive:
+            await asyncio.sleep(0.02)
+        for rid in list(self._queues):
+            self.engine.abort(rid)
+        self._wake.set()
+        t_end = time.monotonic() + 5.0
+        while self._queues and time.monotonic() < t_end and self.alive:
+            await asyncio.sleep(0.02)
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5.0)
+        for q in self._queues.values():  # engine gone: tell whoever still waits
+            q.put_nowait(None)
+
+    # ------------------------------------------------------------------------------------- thread
+    def _run(self) -> None:
+        window_start, window_tokens = time.monotonic(), 0
+        try:
+            while not self._stop.is_set():
+                if not self.engine.has_work():
+                    self.stats.tokens_per_s = 0.0
+                    self._wake.wait(self.idle_sleep_s * 50)
+                    self._wake.clear()
+                    window_start, window_tokens = time.monotonic(), 0
+                    continue
+                outs = self.engine.step()
+                n = sum(len(o.token_ids) for o in outs)
+                window_tokens += n
+                self.stats.generated_tokens += n
+                now = time.monotonic()
+                if now - window_start >= 1.0:
+                    self.stats.tokens_per_s = window_tokens / (now - window_start)
+                    window_start, window_tokens = now, 0
+                if outs:
+                    self._loop.call_soon_threadsafe(self._dispatch, outs)
+        except BaseException as err:  # the engine thread must never die silently
+            self.error = err
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self._fail_all, repr(err))
+
+    def _dispatch(self, outs: list[SeqOutput]) -> None:
+        for o in outs:
+            q = self._queues.get(o.request_id)
+            if q is not None:
+                q.put_nowait(o)
+            if o.finished:
+                self.stats.finished_sequences += 1
+                self.stats.aborted_sequences += o.finish_reason == "abort"
+
+    def _fail_all(self, message: str) -> None:
+        for q in self._queues.values():
+            q.put_nowait(RuntimeError(f"engine failed: {message}"))
+
+    # ----------------------------------------------------------------------------------- requests
+    def submit(self, prompt_ids: Sequence[int], params: SamplingParams, request_id: str,
+               queue: asyncio.Queue | None = None) -> asyncio.Queue:
+        """Queue a request (raises EngineError / QueueFull at once); its outputs go to `queue` (a new
+        one by default; several requests may share one). Call `release` when done with it."""
+        q: asyncio.Queue = queue if queue is not None else asyncio.Queue()
+        self._queues[request_id] = q
+        try:
+            self.engine.add_request(prompt_ids, params, request_id)
+        except BaseException:
+            self._queues.pop(request_id, None)
+            raise
+        self._wake.set()
+        return q
+
+    def release(self, request_id: str, *, abort: bool) -> None:
+        """Stop routing a request's outputs; `abort` also cancels it (frees its slots next step)."""
+        self._queues.pop(request_id, None)
+        if abort:
+            self.abort(request_id)
+
+    async def stream(self, prompt_ids: Sequence[int], params: SamplingParams,
+                     request_id: str) -> AsyncIterator[SeqOutput]:
+        """Outputs of one request as they come; aborts the request if the consumer stops early."""
+        q = self.submit(prompt_ids, params, request_id)
+        left = params.n
+        try:
+            while left:
+                o = await q.get()
+                if o is None:
+                    raise RuntimeError("the engine stopped before this request finished")
+                if isinstance(o, BaseException):
+                    raise o
+                left -= o.finished
+                yield o
+        finally:
+            self.release(request_id, abort=left > 0)
+
+    def abort(self, request_id: str) -> None:
+        self.engine.abort(request_id)
+        self._wake.set()
