@@ -1,0 +1,124 @@
+"""Training metrics: one JSON object per optimizer step in metrics.jsonl (always), TensorBoard and
+Weights & Biases when installed and enabled, and a tqdm progress bar with ETA. Rank 0 only."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def truncate_metrics(path: Path, keep) -> None:
+    """Keep only the rows for which keep(row) is true (on resume: drop steps after the checkpoint,
+    so the file shows one curve). Rewritten atomically."""
+    if not path.exists():
+        return
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+        if keep(row):
+            rows.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(r + "\n" for r in rows))
+    os.replace(tmp, path)
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    out = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+class MetricsLogger:
+    def __init__(self, out_dir: Path, *, enabled: bool, tensorboard: bool, wandb: bool, run_name: str,
+                 config: dict | None = None):
+        self.enabled = enabled
+        self.path = out_dir / "metrics.jsonl"
+        self._fh = None
+        self._events = None
+        self._tb = None
+        self._wandb = None
+        self._bar = None
+        if not enabled:
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", buffering=1)
+        self._events = open(out_dir / "events.jsonl", "a", buffering=1)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(out_dir / "tensorboard"))
+            except Exception:  # tensorboard not installed: JSONL only
+                self._tb = None
+        if wandb:
+            try:
+                import wandb as _wandb
+
+                self._wandb = _wandb.init(project="promptcot-mamba", name=run_name, config=config or {},
+                                          dir=str(out_dir), resume="allow")
+            except Exception as err:
+                log.warning("wandb requested but unavailable (%s); logging to JSONL only", err)
+
+    def truncate(self, keep) -> None:
+        """Drop rows for which keep(row) is false (see truncate_metrics), keeping the file open."""
+        if not self.enabled:
+            return
+        self._fh.close()
+        truncate_metrics(self.path, keep)
+        self._fh = open(self.path, "a", buffering=1)
+
+    def start_phase(self, name: str, total: int, initial: int, progress: bool) -> None:
+        if not self.enabled or not progress:
+            return
+        from tqdm.auto import tqdm
+
+        self.close_bar()
+        self._bar = tqdm(total=total, initial=initial, desc=f"train {name}", unit="step", dynamic_ncols=True)
+
+    def log(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        self._fh.write(json.dumps(row) + "\n")
+        step = row["step"]
+        if self._tb is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step":
+                    self._tb.add_scalar(f"train/{k}", v, step)
+        if self._wandb is not None:
+            self._wandb.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=step)
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(loss=f"{row['loss']:.4f}" if row.get("loss") is not None else "skip",
+                                  lr=f"{row.get('lr', 0):.2e}", tok_s=f"{row.get('tokens_per_s', 0):.0f}")
+
+    def event(self, row: dict) -> None:
+        """A non-step record (phase start/end, data report, resume) in events.jsonl."""
+        if self.enabled:
+            self._events.write(json.dumps(row, default=str) + "\n")
+
+    def close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def close(self) -> None:
+        self.close_bar()
+        for fh in (self._fh, self._events):
+            if fh is not None:
+                fh.close()
+        self._fh = self._events = None
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
