@@ -125,6 +125,7 @@ class OpenAIClient:
         self.base_url = _normalize_base_url(base_url)
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         self.model = model or os.environ.get("OPENAI_MODEL") or None
+        self._configured_model = self.model
         self.max_concurrency = int(max_concurrency)
         self.timeout_s = float(timeout_s)
         self.retry = RetryPolicy(max_retries=max_retries, backoff_base_s=backoff_base_s,
@@ -139,7 +140,14 @@ class OpenAIClient:
 
     @property
     def name(self) -> str:
-        return f"openai:{self.model or '?'}@{self.base_url}"
+        """`openai:<model>` — the served model once known (recorded in synthesis provenance)."""
+        return f"openai:{self.model or 'auto'}"
+
+    @property
+    def fingerprint_name(self) -> str:
+        """Like `name` but from the configured model only, so it is the same before and after the
+        model is discovered from `GET /models` (synthesis uses it to detect changed settings)."""
+        return f"openai:{self._configured_model or 'auto'}"
 
     def __repr__(self) -> str:
         return (f"OpenAIClient(base_url={self.base_url!r}, model={self.model!r}, "

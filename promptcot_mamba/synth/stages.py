@@ -495,7 +495,7 @@ def stage_fingerprint(name: str, in_path: Path, cfg: SynthConfig, clients: Clien
     if clients is not None and name in LLM_STAGES:
         role = {"concepts": [clients.extractor], "problems": [clients.generator], "judge": clients.judges,
                 "solutions": [clients.teacher, clients.tests]}[name]
-        parts["models"] = [_name(c) for c in role]
+        parts["models"] = [str(getattr(c, "fingerprint_name", None) or _name(c)) for c in role]
     return fingerprint(parts)
 
 
@@ -535,8 +535,7 @@ def run_stage(name: str, in_path: str | Path, out_path: str | Path, clients: Any
         old = json.loads(pending.read_text() or "{}").get("fingerprint")
         if old != fp:
             raise StaleOutputError(f"{out_path} holds a partial run with other settings; use force=True / --force")
-    if man is not None:
-        manifest_path(out_path).unlink()
+    manifest_path(out_path).unlink(missing_ok=True)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     write_manifest_pending(pending, fp)
     t0 = time.time()
