@@ -17,10 +17,11 @@ def free_port() -> int:
 
 
 class LiveServer:
-    def __init__(self, app, *, port: int | None = None):
+    def __init__(self, app, *, port: int | None = None, grace_s: int = 2):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
+                                timeout_graceful_shutdown=grace_s)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
