@@ -1,0 +1,240 @@
+"""Fast tests of the demo's parts: task domain, procedural client, tokenizer, efficiency, report, settings."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from promptcot_mamba.demo.domain import (
+    CONCEPTS,
+    column_steps,
+    composed_problem,
+    foundational_problem,
+    make_splits,
+    parse_problem,
+    sample_problems,
+)
+
+
+def _eval_statement(problem: str) -> int:
+    expr = problem.removeprefix("Compute ").removesuffix(".")
+    assert re.fullmatch(r"[\d+\-*() ]+", expr), expr
+    return eval(expr)  # only digits, + - * and parentheses (checked above)
+
+
+# ---------------------------------------------------------------------------------------- domain
+
+
+@pytest.mark.parametrize("kind", ["foundational", "composed"])
+def test_every_solution_reaches_the_exact_answer(kind):
+    for p in sample_problems(3, kind, 300):
+        assert p.answer == _eval_statement(p.problem)
+        sol = p.solution()
+        assert sol.startswith("<think>\n") and "\n</think>\n\n" in sol
+        assert sol.endswith(f"\\boxed{{{p.answer}}}.")
+        # the last line of the reasoning states the result of the last step
+        last = p.reasoning().splitlines()[-1]
+        assert last.endswith(f"={p.answer}"), (p.problem, last)
+        assert parse_problem(p.problem).answer == p.answer
+
+
+def test_column_steps_digits_are_right():
+    rng = random.Random(0)
+    for _ in range(500):
+        a, b = rng.randint(0, 999), rng.randint(0, 999)
+        assert column_steps("+", a, b)[-1] == f"{a}+{b}={a + b}"
+        hi, lo = max(a, b), min(a, b)
+        assert column_steps("-", hi, lo)[-1] == f"{hi}-{lo}={hi - lo}"
+        k = rng.randint(0, 9)
+        assert column_steps("*", k, b)[-1] == f"{k}*{b}={k * b}"
+    # each add line carries the sum of its digits plus the incoming carry
+    lines = column_steps("+", 59, 97)
+    assert lines[0] == "ones 9+7+0=16 carry 1" and lines[1] == "tens 5+9+1=15 carry 1"
+    assert lines[2] == "hundreds carry 1"
+    with pytest.raises(ValueError, match="a >= b"):
+        column_steps("-", 3, 5)
+
+
+def test_generation_is_deterministic_and_splits_are_disjoint():
+    a = make_splits(7, n_train_foundational=200, n_train_composed=100, n_test_foundational=50, n_test_composed=50)
+    b = make_splits(7, n_train_foundational=200, n_train_composed=100, n_test_foundational=50, n_test_composed=50)
+    assert [p.problem for p in a.train_foundational] == [p.problem for p in b.train_foundational]
+    assert [p.problem for p in a.test_composed] == [p.problem for p in b.test_composed]
+    c = make_splits(8, n_train_foundational=200, n_train_composed=100, n_test_foundational=50, n_test_composed=50)
+    assert [p.problem for p in a.test_foundational] != [p.problem for p in c.test_foundational]
+    held = {p.problem for p in a.test_foundational + a.test_composed}
+    train = {p.problem for p in a.train_foundational + a.train_composed}
+    assert not held & train
+    assert len(held) == 100  # distinct within the held-out sets too
+    assert all(p.kind == "foundational" and len(p.concepts) == 1 for p in a.test_foundational)
+    assert all(p.kind == "composed" and len(p.steps) == 2 for p in a.test_composed)
+
+
+def test_foundational_operands_stay_in_their_home_range():
+    rng = random.Random(1)
+    for name, c in CONCEPTS.items():
+        for _ in range(100):
+            s = foundational_problem(rng, name).steps[0]
+            lo, hi = c.a_range
+            assert lo <= s.a <= hi or (c.symbol == "-" and c.b_range[0] <= s.a <= c.a_range[1])
+    p = composed_problem(random.Random(2), "addition", "multiplication")
+    assert p.steps[1].a <= 9 and p.steps[1].b == p.steps[0].result
+
+
+def test_parse_problem_rejects_other_text():
+    with pytest.raises(ValueError, match="not a statement of the demo domain"):
+        parse_problem("What is the integral of x?")
+
+
+# ----------------------------------------------------------------------------- procedural client
+
+
+def test_procedural_client_answers_parse_with_the_synth_parsers():
+    from promptcot_mamba.demo.client import ORDER_CONCEPT, ProceduralClient, concept_names
+    from promptcot_mamba.llm.base import GenerationRequest
+    from promptcot_mamba.synth import prompts as P
+    from promptcot_mamba.synth.solutions import check_sample
+
+    client = ProceduralClient()
+    comp = sample_problems(0, "composed", 1)[0]
+    req = GenerationRequest(prompt="x", seed=3, metadata={"stage": "concepts", "problem": comp.problem})
+    concepts = P.parse_concepts(client.generate([req])[0][0].text)
+    assert ORDER_CONCEPT in concepts and set(concept_names(concepts)) == set(comp.concepts)
+
+    req = GenerationRequest(prompt="x", seed=5, metadata={"stage": "problems", "concepts": concepts, "level": "L"})
+    rationale, problem = P.parse_rationale_problem(client.generate([req])[0][0].text)
+    assert parse_problem(problem).kind == "composed" and "L" in rationale
+    again = P.parse_rationale_problem(client.generate([req])[0][0].text)[1]
+    assert again == problem  # a pure function of (inputs, seed)
+
+    meta = {"stage": "judge", "concepts": concepts, "rationale": rationale, "problem": problem}
+    assert P.parse_judgement(client.generate([GenerationRequest(prompt="x", metadata=meta)])[0][0].text)[
+        "verdict"] == "perfect"
+    meta["problem"] = "Compute the meaning of life."
+    assert P.parse_judgement(client.generate([GenerationRequest(prompt="x", metadata=meta)])[0][0].text)[
+        "verdict"] == "bad"
+
+    req = GenerationRequest(prompt="x", n=2, metadata={"stage": "solutions", "problem": problem})
+    gens = client.generate([req])[0]
+    assert len(gens) == 2
+    out = check_sample(gens[0].text, "math", prefilled_think=True)
+    assert out["final"] == str(parse_problem(problem).answer)
+
+    bad = client.generate([GenerationRequest(prompt="x", metadata={"stage": "nope"})])[0][0]
+    assert not bad.ok and "stage" in bad.error
+
+
+# ------------------------------------------------------------------------------------- tokenizer
+
+
+def test_tokenizer_splits_digits_and_keeps_special_tokens_whole(tmp_path):
+    from promptcot_mamba.demo.tokenizer_builder import SPECIAL_TOKENS, build_tokenizer
+    from promptcot_mamba.text.prompts import paper_prompt
+    from promptcot_mamba.text.tokenizer import Tokenizer
+
+    ps = sample_problems(0, "composed", 200)
+    texts = [paper_prompt(p.problem) + p.solution() + "<|im_end|>" for p in ps]
+    tok = build_tokenizer(texts, vocab_size=320)
+    tok.save(tmp_path)
+    tok = Tokenizer.from_pretrained(tmp_path)
+    assert tok.eos_token == "<|im_end|>" and tok.eos_token_id == 2
+    for s in SPECIAL_TOKENS:
+        assert len(tok.encode(s)) == 1
+    x = texts[0]
+    ids = tok.encode(x)
+    assert tok.decode(ids) == x
+    pieces = [tok.decode([i]) for i in tok.encode("12345 + 678")]
+    assert [p for p in pieces if any(ch.isdigit() for ch in p)] == list("12345678")
+    with pytest.raises(ValueError, match="vocab_size"):
+        build_tokenizer(texts, vocab_size=100)
+
+
+# ------------------------------------------------------------------------------------ efficiency
+
+
+def test_efficiency_mamba_state_is_flat_and_kv_cache_grows():
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from promptcot_mamba.demo.efficiency import measure_mamba, measure_transformer, memory_grows, memory_is_flat
+    from promptcot_mamba.model.config import Mamba2Config
+    from promptcot_mamba.model.lm import Mamba2LM
+
+    torch.manual_seed(0)
+    mamba = Mamba2LM(Mamba2Config(vocab_size=64, hidden_size=32, num_hidden_layers=2, state_size=8, head_dim=16,
+                                  num_heads=4, n_groups=1, chunk_size=16, tie_word_embeddings=True))
+    llama = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=256))
+    m = measure_mamba(mamba, [1, 2, 3], [4, 16, 48], batch=2)
+    t = measure_transformer(llama, [1, 2, 3], [4, 16, 48], batch=2)
+    assert [p.generated for p in m] == [4, 16, 48] and all(p.tokens_per_s > 0 for p in m + t)
+    assert memory_is_flat(m) and m[0].context_bytes == mamba.allocate_state(2).nbytes
+    assert memory_grows(t)
+    # KV cache: layers * (k + v) * batch * heads * (prompt + generated) * head_dim * 4 bytes
+    assert t[-1].context_bytes == 2 * 2 * 2 * 2 * (3 + 48) * 16 * 4
+    with pytest.raises(ValueError, match="max_position_embeddings"):
+        measure_transformer(llama, [1, 2, 3], [400], batch=1)
+
+
+# ---------------------------------------------------------------------------------------- report
+
+
+def _fake_results():
+    pts = []
+    for n in (8, 32):
+        pts.append({"model": "Mamba-2", "generated": n, "tokens_per_s": 100.0, "context_bytes": 1000, "batch": 2})
+        pts.append({"model": "Llama", "generated": n, "tokens_per_s": 80.0, "context_bytes": 100 * n, "batch": 2})
+    acc = [{"model": "Mamba-2", "arch": "Mamba-2", "type": "SSM", "training": t, "params": 400000,
+            "foundational": f, "composed": c}
+           for t, f, c in (("untrained", 0.0, 0.0), ("phase 1 only", 0.9, 0.1), ("phase 1 + phase 2", 0.95, 0.6))]
+    return {"config": {"name": "t", "seed": 1}, "protocol": {"samples_per_problem": 2,
+                                                              "sets": {"foundational": 10, "composed": 10}},
+            "accuracy": acc, "efficiency": {"points": pts, "findings": ["x"]},
+            "losses": {"Mamba-2": [{"step": 1, "phase": "a", "loss": 2.0}, {"step": 2, "phase": "b", "loss": 1.0}]},
+            "timing": {"total": 1.0}, "data": {"pairs": 3}}
+
+
+def test_report_writes_tables_and_plots(tmp_path):
+    from promptcot_mamba.demo.report import ablation_table, accuracy_table, write_report
+
+    res = _fake_results()
+    path = write_report(res, tmp_path)
+    text = path.read_text()
+    assert "| Mamba-2 | SSM | 0.40M | phase 1 + phase 2 | 95.0 | 60.0 |" in accuracy_table(res)
+    assert "| − phase 2 (composed data) | 90.0 | 10.0 |" in ablation_table(res)
+    assert "Table 1" in text and "Table 2" in text and "Figure 2" in text
+    for name in ("loss", "accuracy", "throughput", "memory"):
+        png = tmp_path / "plots" / f"{name}.png"
+        assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"plots/{name}.png" in text
+
+
+# -------------------------------------------------------------------------------------- settings
+
+
+def test_shipped_presets_load_and_bad_ones_name_the_field():
+    from promptcot_mamba.demo.settings import DemoSettings, SettingsError
+
+    for name in ("default", "quick"):
+        s = DemoSettings.load(name)
+        assert s.eval.samples >= 2 and len(s.recipe["phases"]) == 2
+    raw = dict(DemoSettings.load("quick").raw)
+    raw["eval"] = {**raw["eval"], "samples": 1}
+    with pytest.raises(SettingsError, match=r"eval\.samples"):
+        DemoSettings.from_dict(raw, source="x.yaml")
+    with pytest.raises(SettingsError, match="not found"):
+        DemoSettings.load("no-such-preset")
+
+
+def test_matched_baseline_is_close_in_parameters():
+    transformers = pytest.importorskip("transformers")
+    from promptcot_mamba.demo.pipeline import matched_baseline
+    from promptcot_mamba.demo.settings import DemoSettings
+
+    s = DemoSettings.load("default")
+    spec = matched_baseline(s, 470_000, 384)
+    cfg = transformers.LlamaConfig(vocab_size=384, **spec["config"])
+    n = sum(p.numel() for p in transformers.LlamaForCausalLM(cfg).parameters())
+    assert abs(n - 470_000) / 470_000 < 0.03
