@@ -139,6 +139,13 @@ def sandbox_isolation(requested: str = "auto") -> str:
     return mode
 
 
+def _site_paths() -> list[str]:
+    import site
+
+    paths = list(site.getsitepackages()) if hasattr(site, "getsitepackages") else []
+    return [p for p in paths if os.path.isdir(p)]
+
+
 def _child_env(workdir: str) -> dict[str, str]:
     # A fresh environment: nothing of the parent's (API keys, HF tokens, proxies) reaches the child.
     return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
@@ -185,7 +192,8 @@ def run_python(code: str, *, stdin: bytes | str = b"", limits: SandboxLimits | N
             target.write_bytes(data.encode() if isinstance(data, str) else data)
         stdin_path = wd / ".stdin"
         stdin_path.write_bytes(stdin.encode() if isinstance(stdin, str) else stdin)
-        cmd = [sys.executable, "-I", _GUARD, json.dumps(limits.child_limits()), str(wd / "main.py"), *args]
+        child = {**limits.child_limits(), "site_paths": _site_paths()}
+        cmd = [sys.executable, "-I", "-S", _GUARD, json.dumps(child), str(wd / "main.py"), *args]
         if mode == "bwrap":
             cmd = _bwrap_prefix(workdir) + cmd
         with open(stdin_path, "rb") as fin:

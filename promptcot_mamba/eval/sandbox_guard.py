@@ -1,6 +1,6 @@
 """The child side of the sandbox: runs INSIDE the sandboxed interpreter, before the untrusted code.
 
-Started as `python -I sandbox_guard.py LIMITS_JSON SCRIPT [ARGS...]` by `sandbox.run_python`. It must not
+Started as `python -I -S sandbox_guard.py LIMITS_JSON SCRIPT [ARGS...]` by `sandbox.run_python`. It must not
 import the package (the child runs with `-I`, a scrubbed environment and maybe inside bubblewrap), so it
 is standard-library only and is also read by path.
 
@@ -134,7 +134,9 @@ def main() -> None:
     limits = json.loads(sys.argv[1])
     script = sys.argv[2]
     _set_limits(limits)
-    import site  # noqa: F401  (resolved before the hook so its paths are known)
+    # The child runs with -S (site's .pth processing costs ~70 ms a start): add site-packages by hand so
+    # numpy & co. stay importable for model code; editable installs (.pth hooks) are deliberately absent.
+    sys.path.extend(p for p in limits.get("site_paths") or [] if p not in sys.path)
 
     read_roots = [sys.prefix, sys.base_prefix, sys.exec_prefix, "/usr", "/lib", "/lib64", "/etc", "/dev",
                   "/proc/self", "/sys/devices/system/cpu", *[p for p in sys.path if p]]
