@@ -18,8 +18,9 @@ Properties the PyTorch twin has and the kernels keep:
 The chunk length Q of the kernels is their own tuning knob (`TRITON_CHUNK`), not the model's
 `chunk_size`: the chunked scan's result does not depend on Q (the forms are exactly equal).
 
-Backward: `TritonSSD.backward` RECOMPUTES WITH THE PYTORCH REFERENCE (`ssd_chunked` under autograd)
-— correct but not fast. Triton backward kernels are not written yet (issue 8, build item 1).
+Backward (`ssd_triton_backward`): no separate backward kernels — the gradients of a linear scan are
+themselves SSD scans (time-reversed and/or with channels and state swapped), so the same three
+forward kernels run three more times, plus O(T·H·P) elementwise PyTorch. Roughly 4× a forward.
 
 Triton is imported here at module level: import this module only through `dispatch.py`, which does so
 lazily, so the library stays importable without the `gpu` extra. Under TRITON_INTERPRET=1 (set before
@@ -213,11 +214,14 @@ def _chunk_scan_fwd(x_ptr, B_ptr, C_ptr, dt_ptr, acs_ptr, doc_ptr, st_ptr, D_ptr
 # ---------------------------------------------------------------------------------- launcher
 def ssd_triton_forward(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
                        initial_state: Tensor | None = None, doc: Tensor | None = None, *,
-                       chunk: int | None = None) -> tuple[Tensor, Tensor]:
+                       chunk: int | None = None, log_a: Tensor | None = None,
+                       out_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
     """The forward kernels on already-validated inputs (see `dispatch.ssd`); no autograd.
 
     x (b, T, H, P), dt (b, T, H) (Δ, after softplus), A (H,), B/C (b, T, G, N), D (H,) | (H, P),
     initial_state (b, H, P, N), doc (b, T) normalised document ids. Returns (y like x, final fp32).
+    `log_a` (b, T, H) replaces the per-step log-decay Δ·A (Δ then only scales the input) and
+    `out_dtype` the output dtype: the backward pass runs these kernels on adjoint problems.
     """
     b, T, H, P = x.shape
     G, N = B.shape[-2:]
@@ -232,15 +236,15 @@ def ssd_triton_forward(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D
             final.copy_(initial_state)
         else:
             final.zero_()
-        return x.new_empty(b, 0, H, P), final
+        return x.new_empty(b, 0, H, P, dtype=out_dtype or x.dtype), final
     nc = triton.cdiv(T, Q)
     # cumulative log-decay within each chunk, fp32 (b, H, nc·Q); the padded tail repeats the chunk's
     # last value (Δ = 0 there), which is what the kernels read as "A at the chunk's end".
-    dA = dt.float() * A.float()  # (b, T, H)
+    dA = dt.float() * A.float() if log_a is None else log_a.float()  # (b, T, H)
     dA = torch.nn.functional.pad(dA, (0, 0, 0, nc * Q - T))
     acs = dA.view(b, nc, Q, H).cumsum(dim=2).permute(0, 3, 1, 2).reshape(b, H, nc * Q).contiguous()
     st = torch.empty(b, nc, H, P, N, device=dev, dtype=torch.float32)
-    y = torch.empty_like(x, memory_format=torch.contiguous_format)
+    y = torch.empty(b, T, H, P, device=dev, dtype=out_dtype or x.dtype)
     has_doc = doc is not None
     docc = doc.to(torch.int32).contiguous() if has_doc else acs  # dummy pointer when absent
     ieee = x.dtype == torch.float32
@@ -274,40 +278,124 @@ def ssd_triton_forward(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D
     return y, final
 
 
+# ---------------------------------------------------------------------------------- backward
+def _heads(t: Tensor, H: int) -> Tensor:
+    """(b, T, G, N) → (b, T, H, N): the group of each head, materialised (the adjoint problems put B
+    or C where the forward has the per-head x)."""
+    b, T, G, N = t.shape
+    return t[:, :, :, None, :].expand(b, T, G, H // G, N).reshape(b, T, H, N)
+
+
+def _group_sum(t: Tensor, G: int) -> Tensor:
+    b, T, H, N = t.shape
+    return t.view(b, T, G, H // G, N).sum(dim=3)
+
+
+def ssd_triton_backward(x, dt, A, B, C, D, h0, doc, y, final, gy, gfinal, *, chunk: int | None = None):
+    """Gradients of `ssd_triton_forward` by three more runs of the same forward kernels.
+
+    With X_s = Δ_s x_s, a_k = exp(Δ_k A) and L(l, s) = Π_{k=s+1..l} a_k (zero across documents):
+      • dX_s = Σ_{l≥s} (b_s·c_l) L(l, s) gy_l + L(T−1, s) gfinal b_s: an SSD run backwards in time with
+        b and c swapped, input gy, initial state gfinal and the log-decays shifted by one step; its
+        final state is dh0 / a_0.
+      • dB_s = Σ_{h∈g} Σ_p X_s[p] H'_s[p, :], H' that reverse run's state: the same reverse problem
+        transposed (channels ↔ state: x = c, b = gy, c = X).
+      • dC_l = Σ_{h∈g} H_lᵀ gy_l, H the forward state: the forward problem transposed (x = b, b = x).
+      • the log-decays: with Acs the global cumsum of log a, ∂/∂Acs_t = gy_t·(y_t − D x_t) − X_t·dX_t
+        (+ ⟨gfinal, final⟩ at t = T−1), and ∂/∂log a_k = Σ_{t≥k} ∂/∂Acs_t.
+    Every run accumulates in fp32 and writes fp32; returns fp32 grads cast to the inputs' dtypes.
+    """
+    b, T, H, P = x.shape
+    G, N = B.shape[-2:]
+    f32 = torch.float32
+    gy = torch.zeros_like(y) if gy is None else gy
+    gfinal = torch.zeros_like(final) if gfinal is None else gfinal.float()
+    la = dt.float() * A.float()  # (b, T, H) log a
+    ones = torch.ones(b, T, H, device=x.device, dtype=f32)
+    # the reverse problem: time flipped, log-decay of reverse step j is log a_{T−j} (0 at j = 0)
+    la_rev = torch.cat([la.new_zeros(b, 1, H), la.flip(1)[:, :-1]], dim=1)
+    doc_rev = doc.flip(1) if doc is not None else None
+    gy_rev = gy.flip(1)
+    # 1. dX (b, T, H, P) and dh0
+    dX_rev, dh0_rev = ssd_triton_forward(gy_rev, ones, A, C.flip(1), B.flip(1), None, gfinal, doc_rev,
+                                         chunk=chunk, log_a=la_rev, out_dtype=f32)
+    dX = dX_rev.flip(1)
+    dh0 = dh0_rev * la[:, 0].exp()[..., None, None]
+    # 2. dB: reverse, transposed (state (N, P)); head outputs summed over each group
+    X = x.float() * dt.float()[..., None]
+    dB_h, _ = ssd_triton_forward(_heads(C, H).flip(1), ones, A, gy_rev, X.flip(1).to(x.dtype), None,
+                                 gfinal.transpose(-1, -2), doc_rev, chunk=chunk, log_a=la_rev, out_dtype=f32)
+    dB = _group_sum(dB_h.flip(1), G)
+    # 3. dC: forward, transposed (x = b per head, b = x, c = gy, state Hᵀ)
+    dC_h, _ = ssd_triton_forward(_heads(B, H), dt, A, x, gy, None,
+                                 h0.transpose(-1, -2) if h0 is not None else None, doc, chunk=chunk, out_dtype=f32)
+    dC = _group_sum(dC_h, G)
+    # 4. the log-decays, then Δ, A, x, D
+    ytil = y.float()
+    if D is not None:
+        Df = D.float()
+        ytil = ytil - x.float() * (Df[:, None] if Df.dim() == 1 else Df)
+    dAcs = (gy.float() * ytil).sum(-1) - (X * dX).sum(-1)  # (b, T, H)
+    dAcs[:, -1] += (gfinal * final).sum((-1, -2))
+    dla = dAcs.flip(1).cumsum(1).flip(1)
+    ddt = (dX * x.float()).sum(-1) + dla * A.float()
+    dA = (dla * dt.float()).sum((0, 1))
+    dx = dX * dt.float()[..., None]
+    dD = None
+    if D is not None:
+        dx = dx + gy.float() * (D.float()[:, None] if D.dim() == 1 else D.float())
+        dD = (gy.float() * x.float()).sum((0, 1))
+        dD = dD.sum(-1) if D.dim() == 1 else dD
+    return (dx.to(x.dtype), ddt.to(dt.dtype), dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+            dD.to(D.dtype) if D is not None else None, dh0.to(h0.dtype) if h0 is not None else None)
+
+
 # ---------------------------------------------------------------------------------- autograd
 class TritonSSD(torch.autograd.Function):
-    """Forward by the Triton kernels; backward by recomputation through `ssd_chunked` (PyTorch).
-
-    The recomputation costs one reference forward + backward, so training through this backend is
-    as fast as the torch backend's backward plus a Triton forward. Honest stop-gap until Triton
-    backward kernels exist."""
+    """Forward and backward by the Triton kernels (the backward runs them on three adjoint problems,
+    see `ssd_triton_backward`). `TRITON_BACKWARD = "torch"` switches the backward to recomputation
+    through the PyTorch reference, for comparison."""
 
     @staticmethod
     def forward(ctx, x, dt, A, B, C, D, initial_state, doc, chunk):
-        ctx.save_for_backward(x, dt, A, B, C, D, initial_state, doc)
-        return ssd_triton_forward(x, dt, A, B, C, D, initial_state, doc, chunk=chunk)
+        y, final = ssd_triton_forward(x, dt, A, B, C, D, initial_state, doc, chunk=chunk)
+        ctx.save_for_backward(x, dt, A, B, C, D, initial_state, doc, y, final)
+        ctx.chunk = chunk
+        return y, final
 
     @staticmethod
     def backward(ctx, gy, gfinal):
-        x, dt, A, B, C, D, h0, doc = ctx.saved_tensors
-        inputs = [x, dt, A, B, C, D, h0]
-        leaves = [t.detach().requires_grad_(need) if t is not None else None
-                  for t, need in zip(inputs, ctx.needs_input_grad[:7])]
-        with torch.enable_grad():
-            y, final = ssd_chunked(*leaves, doc, chunk_size=256)
-            wanted = [(i, t) for i, t in enumerate(leaves) if t is not None and t.requires_grad]
-            outs, grads_out = [], []
-            if gy is not None:
-                outs.append(y)
-                grads_out.append(gy)
-            if gfinal is not None:
-                outs.append(final)
-                grads_out.append(gfinal)
-            got = torch.autograd.grad(outs, [t for _, t in wanted], grads_out, allow_unused=True) if wanted else []
-        grads: list[Tensor | None] = [None] * 9
-        for (i, _), gr in zip(wanted, got):
-            grads[i] = gr
-        return tuple(grads)
+        x, dt, A, B, C, D, h0, doc, y, final = ctx.saved_tensors
+        if TRITON_BACKWARD == "triton":
+            grads = ssd_triton_backward(x, dt, A, B, C, D, h0, doc, y, final, gy, gfinal, chunk=ctx.chunk)
+            out = [g if need else None for g, need in zip(grads, ctx.needs_input_grad[:7])]
+            return (*out, None, None)
+        return _recompute_backward(ctx, (x, dt, A, B, C, D, h0, doc), gy, gfinal)
+
+
+TRITON_BACKWARD = os.environ.get("PCM_TRITON_BACKWARD", "triton")  # "triton" | "torch"
+
+
+def _recompute_backward(ctx, saved, gy, gfinal):
+    x, dt, A, B, C, D, h0, doc = saved
+    inputs = [x, dt, A, B, C, D, h0]
+    leaves = [t.detach().requires_grad_(need) if t is not None else None
+              for t, need in zip(inputs, ctx.needs_input_grad[:7])]
+    with torch.enable_grad():
+        y, final = ssd_chunked(*leaves, doc, chunk_size=256)
+        wanted = [(i, t) for i, t in enumerate(leaves) if t is not None and t.requires_grad]
+        outs, grads_out = [], []
+        if gy is not None:
+            outs.append(y)
+            grads_out.append(gy)
+        if gfinal is not None:
+            outs.append(final)
+            grads_out.append(gfinal)
+        got = torch.autograd.grad(outs, [t for _, t in wanted], grads_out, allow_unused=True) if wanted else []
+    grads: list[Tensor | None] = [None] * 9
+    for (i, _), gr in zip(wanted, got):
+        grads[i] = gr
+    return tuple(grads)
 
 
 def ssd_triton(x, dt, A, B, C, D=None, initial_state=None, doc=None, *, chunk: int | None = None):

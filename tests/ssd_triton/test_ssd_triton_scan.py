@@ -129,6 +129,41 @@ def test_backward_matches_torch_reference():
         assert rel_err(gt, gr) < 1e-4
 
 
+@pytest.mark.parametrize("variant", ["Dhp_no_h0_y_only", "no_D_final_only", "bf16"])
+def test_triton_backward_variants(variant):
+    """The Triton backward (adjoint scans) against autograd through the fp32 reference: D of either
+    shape or none, with or without h0, gradient from y only or from the final state only, bf16 inputs."""
+    from promptcot_mamba.ssd.triton_scan import ssd_triton_backward, ssd_triton_forward
+
+    b, T, H, P, G, N = 2, 29, 4, 4, 2, 8
+    dtype = torch.bfloat16 if variant == "bf16" else torch.float32
+    x, dt, A, B, C = make(b, T, H, P, G, N, dtype=dtype)
+    D = {"Dhp_no_h0_y_only": torch.randn(H, P, device=DEV), "no_D_final_only": None, "bf16": torch.randn(H, device=DEV)}[variant]
+    h0 = None if variant == "Dhp_no_h0_y_only" else torch.randn(b, H, P, N, device=DEV)
+    doc = packed_docs(b, T)
+    leaves = [t.float().clone().requires_grad_() if t is not None else None for t in (x, dt, A, B, C, D, h0)]
+    y_ref, fin_ref = ssd_chunked(*leaves, doc, chunk_size=8)
+    gy = None if variant == "no_D_final_only" else torch.randn_like(y_ref)
+    gfin = None if variant == "Dhp_no_h0_y_only" else torch.randn_like(fin_ref)
+    outs = [(o, g) for o, g in ((y_ref, gy), (fin_ref, gfin)) if g is not None]
+    live = [t for t in leaves if t is not None]
+    ref = iter(torch.autograd.grad([o for o, _ in outs], live, [g for _, g in outs], allow_unused=True))
+    y, fin = ssd_triton_forward(x, dt, A, B, C, D, h0, doc, chunk=16)
+    got = ssd_triton_backward(x, dt, A, B, C, D, h0, doc, y, fin, gy.to(dtype) if gy is not None else None,
+                              gfin, chunk=16)
+    for name, g, leaf in zip("x dt A B C D h0".split(), got, leaves):
+        if leaf is None:
+            assert g is None
+            continue
+        assert g.dtype == (dtype if name in ("x", "dt", "B", "C") else torch.float32)
+        r = next(ref)
+        r = torch.zeros_like(g, dtype=torch.float32) if r is None else r  # e.g. C without a y gradient
+        # bf16: A's gradient sums Σ_t (gy·y − X·dX), two large terms whose bf16 rounding does not
+        # cancel (measured ~4e-2 here); the others carry plain bf16 rounding (~5e-3)
+        tol = 1e-4 if dtype == torch.float32 else (1e-1 if name == "A" else 2e-2)
+        assert rel_err(g, r) < tol, name
+
+
 def test_dispatch_forced_and_auto():
     x, dt, A, B, C = make(1, 16, 2, 4, 1, 8)
     y, fin = ssd(x, dt, A, B, C, backend="triton")
