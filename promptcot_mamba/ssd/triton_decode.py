@@ -60,9 +60,9 @@ def _conv_step_kernel(win_ptr, x_ptr, w_ptr, bias_ptr, out_ptr, Cdim, K,
 def _ssd_step_kernel(st_ptr, x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, dtb_ptr, y_ptr,
                      H, P, N, R, dt_lo, dt_hi,
                      ssb, ssh, ssp, ssn, sxb, sxh, sxp, sdb, sdh, sBb, sBg, sBn, sCb, sCg, sCn,
-                     syb, syh, syp,
+                     syb, syh, syp, sDh, sDp,
                      BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-                     HAS_D: tl.constexpr, DT_SOFTPLUS: tl.constexpr):
+                     HAS_D: tl.constexpr, DT_SOFTPLUS: tl.constexpr, A_IS_LOG: tl.constexpr):
     """Program per (sequence b, head h, block of P): the state tile (BLOCK_P × N) read and written once."""
     b = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1)
@@ -76,7 +76,10 @@ def _ssd_step_kernel(st_ptr, x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, dtb_ptr,
         dt = dt + tl.load(dtb_ptr + h).to(tl.float32)
         dt = tl.where(dt > 20.0, dt, tl.log(1.0 + tl.exp(dt)))
         dt = tl.minimum(tl.maximum(dt, dt_lo), dt_hi)
-    a = tl.exp(dt * tl.load(A_ptr + h).to(tl.float32))
+    A = tl.load(A_ptr + h).to(tl.float32)
+    if A_IS_LOG:  # the module's parameter A_log: A = −exp(A_log), computed here, not by 3 more launches
+        A = -tl.exp(A)
+    a = tl.exp(dt * A)
     x = tl.load(x_ptr + b * sxb + h * sxh + offs_p * sxp, mask=in_p, other=0.0).to(tl.float32)
     Bv = tl.load(B_ptr + b * sBb + g * sBg + offs_n * sBn, mask=in_n, other=0.0).to(tl.float32)
     Cv = tl.load(C_ptr + b * sCb + g * sCg + offs_n * sCn, mask=in_n, other=0.0).to(tl.float32)
@@ -87,7 +90,7 @@ def _ssd_step_kernel(st_ptr, x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, dtb_ptr,
     tl.store(ptrs, state, mask=tile_mask)
     y = tl.sum(state * Cv[None, :], axis=1)
     if HAS_D:
-        y += x * tl.load(D_ptr + h * P + offs_p, mask=in_p, other=0.0)
+        y += x * tl.load(D_ptr + h * sDh + offs_p * sDp, mask=in_p, other=0.0).to(tl.float32)
     tl.store(y_ptr + b * syb + h * syh + offs_p * syp, y.to(y_ptr.dtype.element_ty), mask=in_p)
 
 
@@ -106,6 +109,22 @@ def _gated_norm_kernel(y_ptr, z_ptr, w_ptr, out_ptr, S, eps, syb, szb, sob,
     tl.store(out_ptr + b * sob + offs, (v * inv * w).to(out_ptr.dtype.element_ty), mask=m)
 
 
+@triton.jit
+def _add_rms_norm_kernel(res_ptr, add_ptr, w_ptr, out_ptr, d, eps, srb, sab, sob,
+                         BLOCK: tl.constexpr, HAS_ADD: tl.constexpr):
+    """Program per sequence: residual += add (in place, fp32 math); out = rmsnorm(residual) · w."""
+    b = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    m = offs < d
+    r = tl.load(res_ptr + b * srb + offs, mask=m, other=0.0).to(tl.float32)
+    if HAS_ADD:
+        r += tl.load(add_ptr + b * sab + offs, mask=m, other=0.0).to(tl.float32)
+        tl.store(res_ptr + b * srb + offs, r.to(res_ptr.dtype.element_ty), mask=m)
+    inv = 1.0 / tl.sqrt(tl.sum(r * r, axis=0) / d + eps)
+    w = tl.load(w_ptr + offs, mask=m, other=0.0).to(tl.float32)
+    tl.store(out_ptr + b * sob + offs, (r * inv * w).to(out_ptr.dtype.element_ty), mask=m)
+
+
 # --------------------------------------------------------------------------------- launchers
 def conv_step(conv_state: Tensor, xBC: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """conv_state (b, C, K) updated in place; xBC (b, C) the new raw inputs; weight (C, 1, K) or (C, K).
@@ -121,30 +140,33 @@ def conv_step(conv_state: Tensor, xBC: Tensor, weight: Tensor, bias: Tensor | No
     return out
 
 
-def ssd_step_triton(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
+def ssd_step_triton(state: Tensor, x: Tensor, dt: Tensor, A: Tensor | None, B: Tensor, C: Tensor,
                     D: Tensor | None = None, *, dt_bias: Tensor | None = None,
-                    dt_limit: tuple[float, float] = (0.0, math.inf)) -> Tensor:
+                    dt_limit: tuple[float, float] = (0.0, math.inf), A_log: Tensor | None = None) -> Tensor:
     """`forms.ssd_step` in one kernel. state (b, H, P, N) fp32 updated in place; x (b, H, P);
     dt (b, H) — Δ itself, or the raw projection when `dt_bias` is given (then softplus(dt + dt_bias)
-    clamped to `dt_limit` is fused in); B and C (b, G, N). Returns y (b, H, P) in x's dtype."""
+    clamped to `dt_limit` is fused in); B and C (b, G, N); A (H,), or `A_log` (H,) with A = −exp(A_log)
+    fused in; D (H,) or (H, P), read in place. Returns y (b, H, P) in x's dtype."""
     if state.dtype != torch.float32:
         raise ValueError(f"ssd_step_triton: the state must be fp32, got {state.dtype}")
+    if (A is None) == (A_log is None):
+        raise ValueError("ssd_step_triton: pass exactly one of A and A_log")
     b, H, P = x.shape
     G, N = B.shape[-2:]
     if H % G:
         raise ValueError(f"ssd_step_triton: heads H={H} must be a multiple of groups G={G}")
     y = torch.empty(b, H, P, device=x.device, dtype=x.dtype)
-    Af = A.float().contiguous()
-    Dhp = ((D.float()[:, None].expand(H, P) if D.dim() == 1 else D.float()).contiguous()
-           if D is not None else Af)
+    Ap = A if A is not None else A_log
+    sDh, sDp = ((D.stride(0), 0) if D.dim() == 1 else D.stride()) if D is not None else (0, 0)
     BLOCK_N = _pow2(N)
     BLOCK_P = min(_pow2(P), max(16, 8192 // BLOCK_N))  # tile of ≤ 8K fp32 values per program
     lo, hi = dt_limit
     _ssd_step_kernel[(b, H, triton.cdiv(P, BLOCK_P))](
-        state, x, dt, Af, B, C, Dhp, dt_bias if dt_bias is not None else Af, y,
+        state, x, dt, Ap, B, C, D if D is not None else Ap, dt_bias if dt_bias is not None else Ap, y,
         H, P, N, H // G, float(lo), float(min(hi, 3.0e38)),
-        *state.stride(), *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *y.stride(),
-        BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N, HAS_D=D is not None, DT_SOFTPLUS=dt_bias is not None)
+        *state.stride(), *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *y.stride(), sDh, sDp,
+        BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N, HAS_D=D is not None, DT_SOFTPLUS=dt_bias is not None,
+        A_IS_LOG=A is None)
     return y
 
 
@@ -166,22 +188,37 @@ def mixer_step_triton(mixer, h: Tensor, conv_state: Tensor, ssm_state: Tensor) -
     z, xBC, dt = mixer._split(mixer.in_proj(h))
     xBC = conv_step(conv_state, xBC, mixer.conv1d.weight, mixer.conv1d.bias)
     x, B, C = torch.split(xBC, [c.d_inner, c.n_groups * c.state_size, c.n_groups * c.state_size], dim=-1)
-    A = -torch.exp(mixer.A_log.float())
-    y = ssd_step_triton(ssm_state, x.reshape(b, c.num_heads, c.head_dim), dt, A,
+    y = ssd_step_triton(ssm_state, x.reshape(b, c.num_heads, c.head_dim), dt, None,
                         B.reshape(b, c.n_groups, c.state_size), C.reshape(b, c.n_groups, c.state_size),
-                        mixer.D, dt_bias=mixer.dt_bias, dt_limit=c.time_step_limit)
+                        mixer.D, dt_bias=mixer.dt_bias, dt_limit=c.time_step_limit, A_log=mixer.A_log)
     y = gated_norm(y.reshape(b, c.d_inner), z, mixer.norm.weight, c.n_groups, mixer.norm.eps)
     return mixer.out_proj(y)
 
 
+def add_rms_norm(residual: Tensor, add: Tensor | None, weight: Tensor, eps: float, out_dtype: torch.dtype) -> Tensor:
+    """residual (b, d) += add, in place (skipped when add is None); returns rmsnorm(residual)·weight
+    in out_dtype. The pre-norm of the next block (or the final norm) fused with the residual add."""
+    b, d = residual.shape
+    out = torch.empty(b, d, device=residual.device, dtype=out_dtype)
+    _add_rms_norm_kernel[(b,)](residual, add if add is not None else residual, weight, out, d, float(eps),
+                               residual.stride(0), add.stride(0) if add is not None else 0, out.stride(0),
+                               BLOCK=_pow2(d), HAS_ADD=add is not None)
+    return out
+
+
 @torch.no_grad()
 def model_step_triton(model, tokens: Tensor, state) -> Tensor:
-    """Twin of `Mamba2LM.step` (tokens (b,) → logits (b, vocab) fp32, `state` updated in place) with
-    every mixer through `mixer_step_triton`. No host syncs: capturable in a CUDA graph."""
+    """Twin of `Mamba2LM.step` (tokens (b,) → logits (b, vocab) fp32, `state` updated in place): per
+    layer in_proj GEMM, conv kernel, SSM kernel, gated-norm kernel, out_proj GEMM, and one kernel for the
+    residual add + the next pre-norm — six launches. No host syncs: capturable in a CUDA graph.
+    (The reference rounds the residual to the norm's dtype before normalising; this keeps it fp32.)"""
+    layers = model.backbone.layers
     h = model.backbone.embeddings(tokens)
-    for i, block in enumerate(model.backbone.layers):
-        x = block.norm(h.to(block.norm.weight.dtype))
-        residual = h.float() if block.residual_in_fp32 else h
-        h = residual + mixer_step_triton(block.mixer, x, state.conv[i], state.ssm[i])
-    h = model.backbone.norm_f(h.to(model.backbone.norm_f.weight.dtype))
-    return model.lm_head(h.to(model.lm_head.weight.dtype)).float()
+    residual = h.float() if layers[0].residual_in_fp32 else h.clone()
+    norms = [blk.norm for blk in layers] + [model.backbone.norm_f]
+    x = add_rms_norm(residual, None, norms[0].weight, norms[0].eps, norms[0].weight.dtype)
+    for i, block in enumerate(layers):
+        out = mixer_step_triton(block.mixer, x, state.conv[i], state.ssm[i])
+        nxt = norms[i + 1]
+        x = add_rms_norm(residual, out, nxt.weight, nxt.eps, nxt.weight.dtype)
+    return model.lm_head(x.to(model.lm_head.weight.dtype)).float()

@@ -40,9 +40,10 @@ from torch import Tensor
 from promptcot_mamba.ssd.forms import ssd_chunked
 from promptcot_mamba.ssd.optional_backends import interpreting
 
-# Q of the kernels: a power of two >= 16. 64 keeps one chunk's (Q × Q) block and (P × N) state in
-# registers at Codestral's P = 64, N = 128; benchmarks/gpu sweeps it.
-TRITON_CHUNK = int(os.environ.get("PCM_TRITON_CHUNK", "64"))
+# Q of the kernels: a power of two >= 16; the programs tile it in blocks of 64, so Q trades the
+# per-chunk state traffic (b·(T/Q)·H·P·N fp32 written once, read twice) against the causal
+# intra-chunk work (∝ Q). 256 is mamba_ssm's choice for these shapes; benchmarks/gpu sweeps 64–256.
+TRITON_CHUNK = int(os.environ.get("PCM_TRITON_CHUNK", "256"))
 
 
 def _pow2(n: int, floor: int = 16) -> int:
@@ -229,6 +230,7 @@ def ssd_triton_forward(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D
     Q = chunk or TRITON_CHUNK
     if Q < 16 or Q & (Q - 1):
         raise ValueError(f"ssd triton: the kernel chunk must be a power of two >= 16, got {Q}")
+    Q = min(Q, _pow2(T))  # a short sequence needs no longer chunk than itself
     dev = x.device
     final = torch.empty(b, H, P, N, device=dev, dtype=torch.float32)
     if T == 0:
