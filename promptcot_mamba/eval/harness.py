@@ -1,0 +1,355 @@
+"""The evaluation pipeline: generate (resumable) -> grade -> report, as three separate steps over JSONL.
+
+Protocol (paper §3, eval_anchors.md §0): the ChatML prompt with `<think>\\n` prefilled and the math suffix
+(`text.prompts.paper_prompt`), temperature 0.8, top_p 0.95, repetition penalty 1.1, up to 65,536 new
+tokens, avg@16 on AIME, avg@8 on LiveCodeBench, pass@1 elsewhere. Every one is a default the caller can
+override, and every one is written into the report.
+
+Samples: exactly n per problem, sample i drawn with seed `seed + i` (the paper increments the seed per
+repetition), each its own request with n=1 so a backend never has to honour per-sample seeds itself.
+`samples.jsonl` is appended as results arrive; a rerun skips samples already there and retries those
+whose generation failed. A problem that still lacks a sample after generation is an error, never a
+silent average over fewer (lighteval #771).
+
+Files under `out_dir/<benchmark>/`: samples.jsonl (raw generations), verdicts.jsonl (one graded row per
+sample); `out_dir/report.json` and `report.md` (report.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from promptcot_mamba.eval.benchmarks import SPECS, Benchmark, Problem, custom_benchmark, load_benchmark
+from promptcot_mamba.eval.verdict import INFRA_ERROR
+from promptcot_mamba.llm.base import GenerationRequest, LLMClient
+from promptcot_mamba.text.prompts import paper_prompt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    temperature: float = 0.8
+    top_p: float = 0.95
+    repetition_penalty: float = 1.1
+    max_tokens: int = 65536
+    n: int | None = None  # samples per problem; None = the benchmark's protocol (16 AIME, 8 LCB, else 1)
+    seed: int = 0
+    top_k: int = -1
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"SamplingConfig.temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"SamplingConfig.top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1:
+            raise ValueError(f"SamplingConfig.max_tokens must be >= 1, got {self.max_tokens}")
+        if self.n is not None and self.n < 1:
+            raise ValueError(f"SamplingConfig.n must be >= 1, got {self.n}")
+
+    def n_for(self, benchmark: str) -> int:
+        if self.n is not None:
+            return self.n
+        return SPECS[benchmark].default_n if benchmark in SPECS else 1
+
+
+@dataclass
+class EvalConfig:
+    out_dir: str
+    benchmarks: Sequence[str] = ()
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    benchmark_dir: str | None = None
+    lcb_tests: str | None = None
+    limit: int | None = None  # first N problems of each benchmark (smoke runs; recorded in the report)
+    batch_size: int = 64  # requests per client.generate call (progress and resume granularity)
+    progress: bool = True
+    model_name: str = "model"
+    math_timeout_s: float = 10.0
+    lenient: bool = True
+    code: Any = None  # CodeGradeConfig; None = defaults
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError("EvalConfig.batch_size must be >= 1")
+
+
+# ------------------------------------------------------------------------------------------ generation
+def _prompt_for(p: Problem) -> str:
+    return paper_prompt(p.question, math=p.math)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    log.warning("%s: skipping a torn line (interrupted write)", path)
+    return rows
+
+
+def generate_samples(client: LLMClient, bench: Benchmark, sampling: SamplingConfig, samples_path: str | Path, *,
+                     batch_size: int = 64, progress: bool = True) -> list[dict]:
+    """Generate every missing (problem, sample) of `bench`; returns all sample rows, n per problem."""
+    from tqdm.auto import tqdm
+
+    path = Path(samples_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = sampling.n_for(bench.name)
+    done: dict[tuple[str, int], dict] = {}
+    for r in _read_jsonl(path):
+        key = (r["problem_id"], int(r["sample_index"]))
+        if r.get("error") is None or key not in done:
+            done[key] = r  # a later successful row replaces an earlier failure
+    todo = [(p, i) for p in bench.problems for i in range(n)
+            if (p.problem_id, i) not in done or done[(p.problem_id, i)].get("error") is not None]
+    backend = getattr(client, "name", type(client).__name__)
+    with open(path, "a", encoding="utf-8") as f, \
+            tqdm(total=len(todo), disable=not progress, desc=f"generating {bench.name}") as bar:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start:start + batch_size]
+            reqs = [GenerationRequest(prompt=_prompt_for(p), max_tokens=sampling.max_tokens,
+                                      temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
+                                      repetition_penalty=sampling.repetition_penalty, n=1, seed=sampling.seed + i,
+                                      metadata={"stage": "eval", "benchmark": bench.name, "problem_id": p.problem_id,
+                                                "sample_index": i, "problem": p.question, "answer": p.gold})
+                    for p, i in chunk]
+            t0 = time.perf_counter()
+            outs = client.generate(reqs)
+            if len(outs) != len(reqs):
+                raise RuntimeError(f"{backend}: returned {len(outs)} results for {len(reqs)} requests")
+            for (p, i), gens in zip(chunk, outs):
+                if len(gens) != 1:
+                    raise RuntimeError(f"{backend}: returned {len(gens)} samples for a request with n=1")
+                g = gens[0]
+                row = {"benchmark": bench.name, "problem_id": p.problem_id, "sample_index": i,
+                       "seed": sampling.seed + i, "completion": g.text, "finish_reason": g.finish_reason,
+                       "completion_tokens": g.completion_tokens, "error": g.error,
+                       "gen_time_s": g.latency_s if g.latency_s is not None else (time.perf_counter() - t0) / len(chunk),
+                       "backend": backend}
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                done[(p.problem_id, i)] = row
+            f.flush()
+            bar.update(len(chunk))
+    rows = [done[(p.problem_id, i)] for p in bench.problems for i in range(n) if (p.problem_id, i) in done]
+    missing = len(bench.problems) * n - len(rows)
+    if missing:
+        raise RuntimeError(f"{bench.name}: {missing} samples missing after generation")
+    return rows
+
+
+# --------------------------------------------------------------------------------------------- grading
+class Graders:
+    """Lazily built math and code graders shared across benchmarks of one run."""
+
+    def __init__(self, *, math_timeout_s: float = 10.0, lenient: bool = True, code_config=None,
+                 workers: int | None = None):
+        self._math = None
+        self._code = None
+        self.math_timeout_s, self.lenient, self.code_config, self.workers = math_timeout_s, lenient, code_config, workers
+
+    @property
+    def math(self):
+        if self._math is None:
+            from promptcot_mamba.eval.math_grader import MathGradeConfig, MathGrader
+
+            self._math = MathGrader(MathGradeConfig(timeout_s=self.math_timeout_s, workers=self.workers,
+                                                    lenient=self.lenient))
+        return self._math
+
+    @property
+    def code(self):
+        if self._code is None:
+            from promptcot_mamba.eval.code_grader import CodeGradeConfig, CodeGrader
+
+            cfg = self.code_config or CodeGradeConfig()
+            if self.workers:
+                cfg = replace(cfg, jobs=self.workers)
+            self._code = CodeGrader(cfg)
+        return self._code
+
+    def info(self) -> dict[str, Any]:
+        from importlib.metadata import PackageNotFoundError, version
+
+        out: dict[str, Any] = {"math_timeout_s": self.math_timeout_s, "lenient": self.lenient}
+        for pkg in ("math-verify", "latex2sympy2_extended", "sympy"):
+            try:
+                out[pkg] = version(pkg)
+            except PackageNotFoundError:
+                out[pkg] = None
+        if self._code is not None:
+            from promptcot_mamba.eval.sandbox import sandbox_isolation
+
+            out["code"] = asdict(self._code.config)
+            out["sandbox_isolation"] = sandbox_isolation(self._code.config.isolation)
+        return out
+
+    def close(self) -> None:
+        if self._math is not None:
+            self._math.close()
+
+
+def grade_rows(bench: Benchmark, rows: list[dict], graders: Graders, *, progress: bool = True) -> list[dict]:
+    """Add `extracted`, `verdict` (and `lenient_verdict` for math), `grade_detail`, `grade_time_s` to rows."""
+    probs = bench.by_id()
+    out = [dict(r) for r in rows]
+    for r in out:
+        if r["problem_id"] not in probs:
+            raise ValueError(f"{bench.name}: unknown problem_id {r['problem_id']!r}")
+    ok = [r for r in out if r.get("error") is None]
+    for r in out:
+        if r.get("error") is not None:
+            r.update(extracted=None, verdict=INFRA_ERROR, grade_detail={"error": r["error"]}, grade_time_s=0.0)
+    kind = SPECS[bench.name].kind if bench.name in SPECS else "math"
+    if kind == "math":
+        items = []
+        for r in ok:
+            p = probs[r["problem_id"]]
+            tol = p.data.get("error")
+            items.append((r["completion"], p.gold, {"multiple": bool(p.data.get("multiple")),
+                                                    "tolerance": float(tol) if tol else None}))
+        grades = graders.math.grade_many(items, progress=progress, desc=f"grading {bench.name}")
+        for r, g in zip(ok, grades):
+            r.update(extracted=g.extracted, verdict=g.verdict, lenient_verdict=g.lenient, grade_detail=g.detail,
+                     grade_time_s=g.time_s, gold=probs[r["problem_id"]].gold)
+    else:
+        graders.code.prepare(bench, progress=progress)
+        grades = graders.code.grade_many([(probs[r["problem_id"]], r["completion"]) for r in ok],
+                                         progress=progress, desc=f"grading {bench.name}")
+        for r, g in zip(ok, grades):
+            r.update(extracted=g.extracted, verdict=g.verdict, grade_detail=g.detail, grade_time_s=g.time_s)
+    return out
+
+
+def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+# ------------------------------------------------------------------------------------------ entry points
+def evaluate_benchmark(client: LLMClient, bench: Benchmark, config: EvalConfig, graders: Graders) -> dict:
+    from promptcot_mamba.eval.report import summarize
+
+    bdir = Path(config.out_dir) / bench.name
+    rows = generate_samples(client, bench, config.sampling, bdir / "samples.jsonl", batch_size=config.batch_size,
+                            progress=config.progress)
+    verdicts = grade_rows(bench, rows, graders, progress=config.progress)
+    _write_jsonl(bdir / "verdicts.jsonl", verdicts)
+    return summarize(bench, verdicts, n=config.sampling.n_for(bench.name), sampling=asdict(config.sampling))
+
+
+def evaluate(client: LLMClient, config: EvalConfig) -> dict:
+    """Run every benchmark of `config` through `client`; writes per-sample rows and report.{json,md}."""
+    from promptcot_mamba.eval.report import write_report
+
+    if not config.benchmarks:
+        raise ValueError("EvalConfig.benchmarks is empty")
+    graders = Graders(math_timeout_s=config.math_timeout_s, lenient=config.lenient, code_config=config.code,
+                      workers=config.workers)
+    try:
+        results = []
+        for name in config.benchmarks:
+            bench = load_benchmark(name, benchmark_dir=config.benchmark_dir, lcb_tests=config.lcb_tests,
+                                   limit=config.limit)
+            results.append(evaluate_benchmark(client, bench, config, graders))
+        return write_report(config.out_dir, results, model=config.model_name, backend=getattr(client, "name", "?"),
+                            graders=graders.info())
+    finally:
+        graders.close()
+
+
+def evaluate_problems(client: LLMClient, problems: Sequence[dict | tuple], out_dir: str | Path, *,
+                      name: str = "custom", n: int = 1, sampling: SamplingConfig | None = None,
+                      model_name: str = "model", progress: bool = False, lenient: bool = True,
+                      math_timeout_s: float = 10.0, workers: int | None = None) -> dict:
+    """Evaluate `client` on custom math problems — (id, problem, answer) triples or dicts with those keys —
+    with `n` samples each; writes out_dir/<name>/{samples,verdicts}.jsonl and out_dir/report.{json,md},
+    and returns the report dict (report["benchmarks"][0]["score"] is avg@n in percent)."""
+    bench = custom_benchmark(name, problems)
+    sampling = replace(sampling or SamplingConfig(), n=n)
+    cfg = EvalConfig(out_dir=str(out_dir), benchmarks=(name,), sampling=sampling, progress=progress,
+                     model_name=model_name, lenient=lenient, math_timeout_s=math_timeout_s, workers=workers)
+    from promptcot_mamba.eval.report import write_report
+
+    graders = Graders(math_timeout_s=math_timeout_s, lenient=lenient, workers=workers)
+    try:
+        summary = evaluate_benchmark(client, bench, cfg, graders)
+        return write_report(out_dir, [summary], model=model_name, backend=getattr(client, "name", "?"),
+                            graders=graders.info())
+    finally:
+        graders.close()
+
+
+def grade_file(samples_path: str | Path, out_dir: str | Path, *, benchmark_dir: str | None = None,
+               lcb_tests: str | None = None, allow_partial: bool = False, progress: bool = True,
+               math_timeout_s: float = 10.0, lenient: bool = True, code_config=None, workers: int | None = None,
+               model_name: str | None = None) -> dict:
+    """`pcm eval grade`: grade completions made by any system. Rows: {benchmark, problem_id, completion,
+    [sample_index]}; writes out_dir/verdicts.jsonl (input rows + verdict) and the report."""
+    from promptcot_mamba.eval.report import summarize, write_report
+
+    rows = _read_jsonl(Path(samples_path))
+    if not rows:
+        raise ValueError(f"{samples_path}: no rows")
+    by_bench: dict[str, list[dict]] = defaultdict(list)
+    for k, r in enumerate(rows, 1):
+        for key in ("benchmark", "problem_id", "completion"):
+            if key not in r:
+                raise ValueError(f"{samples_path}:{k}: missing field {key!r}")
+        if r["benchmark"] not in SPECS:
+            raise ValueError(f"{samples_path}:{k}: unknown benchmark {r['benchmark']!r}")
+        r["problem_id"] = str(r["problem_id"])
+        by_bench[r["benchmark"]].append(r)
+    graders = Graders(math_timeout_s=math_timeout_s, lenient=lenient, code_config=code_config, workers=workers)
+    all_verdicts, summaries = [], []
+    try:
+        for name, brows in by_bench.items():
+            bench = load_benchmark(name, benchmark_dir=benchmark_dir, lcb_tests=lcb_tests)
+            counter: dict[str, int] = defaultdict(int)
+            for r in brows:  # number samples per problem in file order when sample_index is absent
+                if r.get("sample_index") is None:
+                    r["sample_index"] = counter[r["problem_id"]]
+                counter[r["problem_id"]] += 1
+            ids = {r["problem_id"] for r in brows}
+            unknown = ids - set(bench.by_id())
+            if unknown:
+                raise ValueError(f"{name}: problem ids not in the benchmark: {sorted(unknown)[:5]}")
+            graded = grade_rows(bench, brows, graders, progress=progress)
+            all_verdicts += graded
+            ns = {counter[i] for i in ids}
+            if len(ns) != 1:
+                raise ValueError(f"{name}: problems have different sample counts {sorted(ns)}; every problem "
+                                 "needs the same n")
+            if len(ids) != len(bench.problems) and not allow_partial:
+                raise ValueError(f"{name}: {len(ids)} of {len(bench.problems)} problems present; pass "
+                                 "--allow-partial to grade a subset (the report then says so)")
+            sub = Benchmark(bench.name, [p for p in bench.problems if p.problem_id in ids], bench.source,
+                            bench.version, bench.sha256, {**bench.extra, **(
+                                {"partial": f"{len(ids)}/{len(bench.problems)}"} if len(ids) != len(bench.problems)
+                                else {})})
+            summaries.append(summarize(sub, graded, n=ns.pop(), sampling=None))
+        out_dir = Path(out_dir)
+        _write_jsonl(out_dir / "verdicts.jsonl", all_verdicts)
+        digest = hashlib.sha256(Path(samples_path).read_bytes()).hexdigest()
+        return write_report(out_dir, summaries, model=model_name or Path(samples_path).stem, backend="external",
+                            graders=graders.info(), extra={"samples_file": str(samples_path), "samples_sha256": digest})
+    finally:
+        graders.close()
