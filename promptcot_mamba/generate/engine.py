@@ -185,7 +185,8 @@ class Engine:
         self._inbox: deque[tuple[str, object]] = deque()
         self._lock = threading.Lock()
         self._reserved = 0  # slots promised to requests still prefilling
-        self.stats = {"prompt_tokens": 0, "cached_prompt_tokens": 0, "generated_tokens": 0, "steps": 0}
+        self.stats = {"prompt_tokens": 0, "cached_prompt_tokens": 0, "generated_tokens": 0, "steps": 0,
+                      "peak_running": 0}
 
     @classmethod
     def from_pretrained(cls, path, config: EngineConfig | None = None, *, dtype="auto", device="cpu",
@@ -393,6 +394,7 @@ class Engine:
 
     def _decode(self, outputs: list[SeqOutput]) -> None:
         n = len(self.active)
+        self.stats["peak_running"] = max(self.stats["peak_running"], n)
         rows = self.max_slots if self.config.decode_on_pool else n
         view = InferenceState(self.pool.conv[:, :rows], self.pool.ssm[:, :rows])
         tokens = [s.last for s in self.active] + [0] * (rows - n)

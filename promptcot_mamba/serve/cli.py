@@ -70,5 +70,13 @@ def _serve(args) -> int:
           + (f"; budget {args.memory_budget} GB" if args.memory_budget else "") + ")", file=sys.stderr)
     app = create_app(engine, model_name=name, reasoning=args.reasoning, default_max_tokens=args.default_max_tokens,
                      shutdown_grace_s=args.shutdown_grace)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=int(args.shutdown_grace) + 5)
+    import signal
+
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to the handler that
+    # was installed before it; a no-op handler there turns a clean shutdown into exit code 0.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info",
+                timeout_graceful_shutdown=int(args.shutdown_grace) + 1)
+    print("pcm serve: stopped", file=sys.stderr)
     return 0

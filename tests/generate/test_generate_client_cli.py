@@ -1,0 +1,67 @@
+"""EngineClient (the LLMClient protocol in process) and the pcm generate / chat / serve commands."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from promptcot_mamba.generate import Engine, EngineConfig, SamplingParams
+from promptcot_mamba.generate.client import EngineClient
+from promptcot_mamba.generate.tiny import build_tiny_model, save_tiny_model
+from promptcot_mamba.llm.base import GenerationRequest, LLMClient
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_tiny_model()
+
+
+def test_engine_client_protocol_prompt_messages_n_seed(model):
+    client = EngineClient(model)
+    assert isinstance(client, LLMClient)
+    reqs = [GenerationRequest(prompt="Let x be", max_tokens=8, temperature=0.0),
+            GenerationRequest(messages=({"role": "user", "content": "hello"},), max_tokens=8, temperature=1.0,
+                              n=3, seed=5),
+            GenerationRequest(prompt="", max_tokens=4)]
+    out = client.generate(reqs)
+    assert [len(o) for o in out] == [1, 3, 1]
+    ref = Engine(model, model.tokenizer, EngineConfig(prefix_cache_gb=0)).generate(
+        [model.tokenizer.encode("Let x be")], SamplingParams(max_tokens=8, temperature=0.0))[0].samples[0]
+    assert out[0][0].text == ref.text and out[0][0].completion_tokens == len(ref.token_ids)
+    assert [g.seed for g in out[1]] == [5, 6, 7] and all(g.ok for g in out[1])
+    again = client.generate([reqs[1]])[0]
+    assert [g.text for g in again] == [g.text for g in out[1]]
+    assert not out[2][0].ok and "empty" in out[2][0].error
+
+
+def _run(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "promptcot_mamba", *args], capture_output=True, text=True,
+                          timeout=120, **kw)
+
+
+def test_pcm_generate_and_chat(tmp_path):
+    folder = save_tiny_model(tmp_path / "tiny")
+    r = _run("generate", "--model", str(folder), "--temperature", "0", "--max-tokens", "8", "--threads", "1",
+             "Let x be")
+    assert r.returncode == 0, r.stderr
+    m = build_tiny_model()
+    ref = Engine(m, m.tokenizer, EngineConfig(prefix_cache_gb=0)).generate(
+        [m.tokenizer.encode("Let x be")], SamplingParams(max_tokens=8, temperature=0.0))[0].samples[0]
+    assert r.stdout == ref.text + "\n"
+    r = _run("chat", "--model", str(folder), "--temperature", "0", "--max-tokens", "5", "--threads", "1",
+             input="hello\nagain\n\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count(">>> ") == 3
+    r = _run("generate", "--model", str(tmp_path / "nope"), "x")
+    assert r.returncode != 0 and "nope" in r.stderr

@@ -1,0 +1,204 @@
+"""The official openai client against a live server on 127.0.0.1: completions, chat, streaming, n > 1,
+stop strings, seeds, 32 concurrent streams equal to running alone, disconnects, queue limit, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import openai
+import pytest
+import torch
+from pcm_live_server import LiveServer
+
+from promptcot_mamba.generate import Engine, EngineConfig
+from promptcot_mamba.generate.tiny import build_tiny_model
+from promptcot_mamba.serve.app import create_app
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops; threads only add scheduler stalls on a shared CPU
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_tiny_model()
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    engine = Engine(model, model.tokenizer, EngineConfig(max_slots=32, prefix_cache_gb=0.01, prefix_block=16))
+    with LiveServer(create_app(engine, model_name="tiny", reasoning=True)) as s:
+        s.engine = engine
+        yield s
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def test_models_and_health(client, server):
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+    assert httpx.get(server.url + "/health").json()["status"] == "ok"
+
+
+def test_completion_greedy_matches_engine(client, model):
+    r = client.completions.create(model="tiny", prompt="Let x be", max_tokens=12, temperature=0)
+    ref = Engine(model, model.tokenizer, EngineConfig(prefix_cache_gb=0)).generate(
+        [model.tokenizer.encode("Let x be")], __import__("promptcot_mamba.generate", fromlist=["x"]).SamplingParams(
+            max_tokens=12, temperature=0))[0].samples[0]
+    assert r.choices[0].text == ref.text
+    assert r.usage.completion_tokens == len(ref.token_ids)
+    assert r.choices[0].finish_reason == ref.finish_reason
+
+
+def test_chat_and_streaming_agree(client):
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello world"}]
+    full = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=16, temperature=0)
+    chunks = list(client.chat.completions.create(model="tiny", messages=msgs, max_tokens=16, temperature=0,
+                                                 stream=True, stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == full.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == full.usage.completion_tokens
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == full.choices[0].finish_reason
+
+
+def test_completion_stream_matches_non_stream(client):
+    kw = dict(model="tiny", prompt="The quick brown", max_tokens=20, temperature=0)
+    full = client.completions.create(**kw).choices[0].text
+    streamed = "".join(c.choices[0].text for c in client.completions.create(stream=True, **kw))
+    assert streamed == full
+
+
+def test_n_samples_and_seed_reproducibility(client):
+    kw = dict(model="tiny", prompt="hello", max_tokens=16, temperature=1.0, n=3, seed=42)
+    a = client.completions.create(**kw)
+    b = client.completions.create(**kw)
+    assert [c.index for c in a.choices] == [0, 1, 2]
+    assert [c.text for c in a.choices] == [c.text for c in b.choices]
+    assert len({c.text for c in a.choices}) > 1
+    other = client.completions.create(**{**kw, "seed": 43})
+    assert [c.text for c in other.choices] != [c.text for c in a.choices]
+    # streamed n > 1: every index finishes, and each equals its non-streamed text
+    texts = {}
+    for c in client.completions.create(stream=True, **kw):
+        for ch in c.choices:
+            texts[ch.index] = texts.get(ch.index, "") + ch.text
+    assert [texts[i] for i in range(3)] == [c.text for c in a.choices]
+
+
+def test_stop_strings(client):
+    base = client.completions.create(model="tiny", prompt="The quick brown", max_tokens=24, temperature=0,
+                                     extra_body={"ignore_eos": True}).choices[0].text
+    stop = base[6:9]
+    r = client.completions.create(model="tiny", prompt="The quick brown", max_tokens=24, temperature=0, stop=[stop],
+                                  extra_body={"ignore_eos": True})
+    assert r.choices[0].text == base[:base.find(stop)]
+    assert r.choices[0].finish_reason == "stop"
+    s = "".join(c.choices[0].text for c in client.completions.create(
+        model="tiny", prompt="The quick brown", max_tokens=24, temperature=0, stop=stop, stream=True,
+        extra_body={"ignore_eos": True}))
+    assert s == r.choices[0].text
+
+
+def test_chat_logprobs_and_vllm_extras(client):
+    r = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=5,
+                                       temperature=0, logprobs=True, top_logprobs=2,
+                                       extra_body={"top_k": 5, "min_p": 0.01, "repetition_penalty": 1.1})
+    lp = r.choices[0].logprobs.content
+    assert len(lp) == r.usage.completion_tokens and all(len(t.top_logprobs) == 2 for t in lp)
+    assert all(t.logprob <= 0 for t in lp)
+
+
+def test_reasoning_content_split(server):
+    # a prompt whose template ends inside <think>: everything before </think> is reasoning
+    r = httpx.post(server.url + "/v1/chat/completions", json={
+        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "<think>\n"}],
+        "add_generation_prompt": False, "max_tokens": 8, "temperature": 0}, timeout=30).json()
+    msg = r["choices"][0]["message"]
+    assert "reasoning_content" in msg
+
+
+def test_32_concurrent_streams_equal_alone(server, client):
+    prompts = [f"number {i} is" + " step" * (i % 5) for i in range(32)]
+    lens = [8 + (i % 6) * 3 for i in range(32)]
+    alone = [client.completions.create(model="tiny", prompt=p, max_tokens=m, temperature=0,
+                                       extra_body={"ignore_eos": True}).choices[0].text
+             for p, m in zip(prompts, lens)]
+
+    async def one(ac, p, m):
+        out = ""
+        stream = await ac.completions.create(model="tiny", prompt=p, max_tokens=m, temperature=0, stream=True,
+                                             extra_body={"ignore_eos": True})
+        async for c in stream:
+            out += c.choices[0].text
+        return out
+
+    async def all_at_once():
+        ac = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+        return await asyncio.gather(*(one(ac, p, m) for p, m in zip(prompts, lens)))
+
+    server.engine.stats["peak_running"] = 0
+    together = asyncio.run(all_at_once())
+    assert together == alone
+    assert server.engine.stats["peak_running"] >= 16  # they really ran side by side
+
+
+def _wait_idle(server, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        h = httpx.get(server.url + "/health").json()
+        if h["running"] == 0 and h["waiting"] == 0:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_disconnect_mid_stream_frees_slot(server):
+    with httpx.Client(timeout=30) as c:
+        with c.stream("POST", server.url + "/v1/completions", json={
+                "prompt": "hello", "max_tokens": 100000, "stream": True, "extra": 1, "ignore_eos": True}) as r:
+            lines = r.iter_lines()
+            got = [next(lines) for _ in range(6)]
+            assert any(x.startswith("data: ") for x in got)
+            assert server.engine.num_running == 1
+    assert _wait_idle(server), "the disconnected stream still holds its slot"
+
+
+def test_full_queue_answers_429_and_shutdown_cancels_in_flight(model):
+    engine = Engine(model, model.tokenizer, EngineConfig(max_slots=1, max_queue=1, prefix_cache_gb=0))
+    app = create_app(engine, model_name="tiny", shutdown_grace_s=0.5)
+    long = {"prompt": "hello", "max_tokens": 100000, "stream": True, "ignore_eos": True}
+    with LiveServer(app, grace_s=1) as s:
+        c = httpx.Client(timeout=30)
+        # keep the context managers referenced: dropping one closes its response
+        first_cm = c.stream("POST", s.url + "/v1/completions", json=long)
+        first = first_cm.__enter__()  # holds the one slot
+        second_cm = c.stream("POST", s.url + "/v1/completions", json=long)
+        second_cm.__enter__()  # waits in the queue
+        for _ in range(100):
+            if engine.num_running == 1 and engine.num_waiting == 1:
+                break
+            time.sleep(0.02)
+        r = httpx.post(s.url + "/v1/completions", json={"prompt": "x", "max_tokens": 2}, timeout=30)
+        assert r.status_code == 429 and "queue is full" in r.json()["error"]["message"]
+        assert r.headers.get("retry-after") == "1"
+        second_cm.__exit__(None, None, None)
+        t0 = time.monotonic()
+        s.server.should_exit = True  # shutdown with a stream in flight
+        s.thread.join(timeout=30)
+        assert not s.thread.is_alive() and time.monotonic() - t0 < 20
+        try:
+            for _ in first.iter_lines():
+                pass
+        except httpx.HTTPError:
+            pass  # cancelled by the shutdown: the connection closes
+        first_cm.__exit__(None, None, None)
+        c.close()
+    assert engine.num_running == 0
