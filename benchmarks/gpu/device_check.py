@@ -101,6 +101,21 @@ def stage_a(budget: float) -> None:
     ry, rh = ssd_chunked(*(t.float() for t in (x, dt, A, B, C, D)), h0, doc, chunk_size=256)
     emit(stage="A", check="docs_h0_vs_fp32_ref", T=T, rel_err_y=rel_err(y, ry), rel_err_state=rel_err(h, rh))
     del x, dt, A, B, C, D, ref_y, ref_h, y, h, ry, rh
+    # gradients: the Triton backward (adjoint scans) against autograd through the fp32 reference
+    from promptcot_mamba.ssd.triton_scan import ssd_triton_backward
+
+    Tg = 64 if SMALL else 4096
+    x, dt, A, B, C, D = ssd_bench.make_inputs(Tg, shape, 1, dtype, DEV, seed=2)
+    h0 = torch.randn(1, shape["H"], shape["P"], shape["N"], device=DEV)
+    leaves = [t.float().clone().requires_grad_() for t in (x, dt, A, B, C, D, h0)]
+    ry, rh = ssd_chunked(*leaves, chunk_size=256)
+    gy, gh = torch.randn_like(ry), torch.randn_like(rh)
+    ref = torch.autograd.grad((ry, rh), leaves, (gy, gh))
+    y, h = ssd_triton_forward(x, dt, A, B, C, D, h0)
+    got = ssd_triton_backward(x, dt, A, B, C, D, h0, None, y, h, gy.to(dtype), gh)
+    emit(stage="A", check="grads_vs_fp32_ref", T=Tg,
+         **{f"rel_err_d{n}": rel_err(g, r) for n, g, r in zip(("x", "dt", "A", "B", "C", "D", "h0"), got, ref)})
+    del x, dt, A, B, C, D, h0, leaves, ry, rh, gy, gh, ref, y, h, got
     if left(budget) < 60:
         emit(stage="A", note="ssd_bench skipped for time")
         return
