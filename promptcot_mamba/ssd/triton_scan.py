@@ -59,9 +59,10 @@ def _dot(a, b, IEEE: tl.constexpr, UPCAST: tl.constexpr):
         a = a.to(tl.float32)
         b = b.to(tl.float32)
     if IEEE:
-        return tl.dot(a, b, input_precision="ieee")
+        out = tl.dot(a, b, input_precision="ieee")
     else:
-        return tl.dot(a, b)
+        out = tl.dot(a, b)
+    return out
 
 
 @triton.jit
@@ -153,9 +154,8 @@ def _chunk_scan_fwd(x_ptr, B_ptr, C_ptr, dt_ptr, acs_ptr, doc_ptr, st_ptr, D_ptr
     pid_cl = tl.program_id(0)
     pid_bh = tl.program_id(1)
     pid_p = tl.program_id(2)
-    nl: tl.constexpr = Q // BLOCK_L
-    c = pid_cl // nl
-    lb = pid_cl % nl
+    c = pid_cl // (Q // BLOCK_L)
+    lb = pid_cl % (Q // BLOCK_L)
     b = pid_bh // H
     h = pid_bh % H
     g = h // R
@@ -227,6 +227,8 @@ def ssd_triton_forward(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D
     b, T, H, P = x.shape
     G, N = B.shape[-2:]
     R = H // G
+    if B.dtype != x.dtype or C.dtype != x.dtype:  # tl.dot needs equal operand dtypes (rare: mixed inputs)
+        B, C = B.to(x.dtype), C.to(x.dtype)
     Q = chunk or TRITON_CHUNK
     if Q < 16 or Q & (Q - 1):
         raise ValueError(f"ssd triton: the kernel chunk must be a power of two >= 16, got {Q}")

@@ -93,3 +93,17 @@ def test_throughput_against_two_endpoints(tmp_path):
     assert all(r["mamba_failed"] == 0 for r in rows)
     assert {b["max_tokens"] for b in fast.bodies} == {8, 32}
     throughput.save(result, tmp_path / "throughput-endpoints.json")
+
+
+def test_pcm_bench_commands(tmp_path):
+    from promptcot_mamba.cli import main
+
+    out = tmp_path / "s.json"
+    assert main(["bench", "ssd", "--device", "cpu", "--lengths", "16", "--backends", "torch", "--iters", "1",
+                 "--warmup", "0", "--no-backward", "--no-plot", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["rows"][0]["backend"] == "torch"
+    out = tmp_path / "d.json"
+    assert main(["bench", "decode", "--device", "cpu", "--batch-sizes", "1", "--contexts", "4", "--steps", "2",
+                 "--no-plot", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["rows"][0]["tokens_per_s"] > 0
+    assert main(["bench"]) == 2
