@@ -209,6 +209,12 @@ def run_demo(preset: str | Path | DemoSettings = "default", out_dir: str | Path 
         data_dir = out / "data"
         cur = build_curriculum(splits, data_dir, seed=seed, n_composed=d.composed, n_seeds=d.seeds,
                                n_combos=d.combos, progress=progress)
+        # Phase 2 replays a fixed share of phase 1 (the first pairs: the file order is seeded), as a
+        # file of its own so the mixture does not depend on the trainer's sampling of a weight.
+        with open(cur.foundational_path) as f:
+            lines = f.readlines()
+        with open(data_dir / "sft_replay.jsonl", "w") as f:
+            f.writelines(lines[: int(round(d.replay * len(lines)))])
         for name, ps in (("test_foundational", splits.test_foundational), ("test_composed", splits.test_composed)):
             with open(data_dir / f"{name}.jsonl", "w") as f:
                 for p in ps:

@@ -43,6 +43,7 @@ class DataSettings:
     test_foundational: int
     test_composed: int
     tokenizer_vocab: int = 384
+    replay: float = 0.25  # share of phase 1 pairs replayed in phase 2 (the first ones: a fixed choice)
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,8 @@ class DemoSettings:
             combos=_pos_int(d, "combos", f"{where}.data", 16),
             test_foundational=_pos_int(d, "test_foundational", f"{where}.data"),
             test_composed=_pos_int(d, "test_composed", f"{where}.data"),
-            tokenizer_vocab=_pos_int(d, "tokenizer_vocab", f"{where}.data", 384, lo=261))
+            tokenizer_vocab=_pos_int(d, "tokenizer_vocab", f"{where}.data", 384, lo=261),
+            replay=_num(d, "replay", f"{where}.data", 0.25))
         ev = EvalSettings(samples=_pos_int(e, "samples", f"{where}.eval", lo=2),
                           temperature=_num(e, "temperature", f"{where}.eval", 0.5),
                           top_p=_num(e, "top_p", f"{where}.eval", 0.95),
