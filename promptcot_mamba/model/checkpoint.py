@@ -43,9 +43,13 @@ def resolve_path(path_or_id: str | Path, *, revision: str | None = None) -> Path
         from huggingface_hub import snapshot_download
     except ImportError as err:  # pragma: no cover - huggingface_hub is a core dependency
         raise CheckpointError("downloading from the Hub needs huggingface_hub (pip install huggingface_hub)") from err
+    # read at call time (not at huggingface_hub's import) so HF_HUB_OFFLINE / HF_HUB_CACHE set by a
+    # caller or a test take effect: offline, the local Hub cache is used and nothing is downloaded
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     try:
-        local = snapshot_download(text, revision=revision, allow_patterns=[
-            "*.json", "*.safetensors", "tokenizer*", "*.model", "*.jinja"])
+        local = snapshot_download(text, revision=revision, cache_dir=os.environ.get("HF_HUB_CACHE"),
+                                  local_files_only=offline, allow_patterns=[
+                                      "*.json", "*.safetensors", "tokenizer*", "*.model", "*.jinja"])
     except Exception as err:  # offline, unknown repo, gated: say what happened
         raise CheckpointError(f"{text}: not a local folder and the Hub download failed: {err}") from err
     return Path(local)

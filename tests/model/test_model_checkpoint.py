@@ -109,3 +109,21 @@ def test_tokenizer_and_chat_template_roundtrip(tmp_path):
     assert loaded.tokenizer.eos_token_id == 1
     text = loaded.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}])
     assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_hub_id_resolves_through_the_local_hub_cache(tmp_path, monkeypatch):
+    """`from_pretrained("owner/name")` goes through huggingface_hub; offline it reads the Hub cache
+    layout (models--owner--name/snapshots/REV) without touching the network."""
+    snap = tmp_path / "models--acme--tiny-mamba" / "snapshots" / "0123abc"
+    model = Mamba2LM("tiny").eval()
+    model.save_pretrained(snap)
+    (tmp_path / "models--acme--tiny-mamba" / "refs").mkdir()
+    (tmp_path / "models--acme--tiny-mamba" / "refs" / "main").write_text("0123abc")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    loaded = Mamba2LM.from_pretrained("acme/tiny-mamba")
+    ids = torch.randint(0, 256, (1, 5))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)
+    with pytest.raises(CheckpointError, match="Hub download failed"):
+        Mamba2LM.from_pretrained("acme/not-cached")
