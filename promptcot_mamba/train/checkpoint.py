@@ -18,6 +18,7 @@ import json
 import os
 import random
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,9 @@ class CheckpointManager:
                 shutil.rmtree(stale, ignore_errors=True)
         barrier(self.d)
         msd, osd = get_state_dict(model, optimizer)
-        dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(tmp))
+        with warnings.catch_warnings():  # "assuming the intent is to save in a single process": it is
+            warnings.filterwarnings("ignore", message=".*single process.*")
+            dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(tmp))
         torch.save(_rng_state(), tmp / f"rng-rank{self.d.rank}.pt")
         barrier(self.d)
         if self.d.is_main:
@@ -90,7 +93,9 @@ class CheckpointManager:
 
         msd, osd = get_state_dict(model, optimizer)
         sd = {"model": msd, "optim": osd}
-        dcp.load(sd, checkpoint_id=str(path))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*single process.*")
+            dcp.load(sd, checkpoint_id=str(path))
         set_state_dict(model, optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
         state = json.loads((path / "trainer.json").read_text())
         scheduler.load_state_dict(state["scheduler"])

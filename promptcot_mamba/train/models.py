@@ -33,6 +33,13 @@ def load_tokenizer(ref: str):
     from promptcot_mamba.text.tokenizer import Tokenizer
 
     p = Path(ref)
+    if not p.exists():
+        from promptcot_mamba.model.checkpoint import CheckpointError, resolve_path
+
+        try:
+            p = resolve_path(ref)  # a Hub id: downloaded once (config, tokenizer files, weights)
+        except CheckpointError as err:
+            raise RecipeError(f"tokenizer {ref}: {err}") from None
     if not (p / "tokenizer.json").exists():
         raise RecipeError(f"tokenizer {ref}: no tokenizer.json in that folder")
     tok = Tokenizer.from_pretrained(p)

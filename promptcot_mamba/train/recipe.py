@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,7 @@ class ModelSpec:
         config = raw.get("config")
         path = _str(raw.get("path"), f"{where}.path", none_ok=True)
         if path is not None:
-            path = _resolve(path, base_dir)
+            path = _resolve(path, base_dir, hub_ok=True)
         if config is not None and not isinstance(config, (str, dict)):
             raise _err(f"{where}.config", f"must be a config name or a mapping, got {type(config).__name__}")
         if config is None and path is None:
@@ -307,6 +308,7 @@ class RunSpec:
     peak_flops: float | None = None  # per device, for MFU; guessed for known GPUs when None
     progress: bool = True
     compile: bool = False  # torch.compile each block (GPU)
+    threads: int | None = None  # torch.set_num_threads for this run; None leaves torch's default
 
     @classmethod
     def from_dict(cls, raw: Any, where: str) -> RunSpec:
@@ -334,7 +336,8 @@ class RunSpec:
                    peak_flops=_float(raw.get("peak_flops"), f"{where}.peak_flops", lo=0.0, strict=True,
                                      none_ok=True),
                    progress=_bool(raw.get("progress", True), f"{where}.progress"),
-                   compile=_bool(raw.get("compile", False), f"{where}.compile"))
+                   compile=_bool(raw.get("compile", False), f"{where}.compile"),
+                   threads=_int(raw.get("threads"), f"{where}.threads", lo=1, none_ok=True))
 
 
 @dataclass(frozen=True)
@@ -369,7 +372,7 @@ class Recipe:
             tok = model.path  # a checkpoint folder usually carries its tokenizer
         tok = _str(tok, f"{where}: tokenizer")
         if not tok.startswith("builtin:"):
-            tok = _resolve(tok, base)
+            tok = _resolve(tok, base, hub_ok=True)
         elif tok != "builtin:bytes":
             raise _err(f"{where}: tokenizer", f"unknown built-in tokenizer {tok!r} (known: builtin:bytes)")
         default_optim = raw.get("optimizer", {}) or {}
@@ -433,14 +436,20 @@ def _set_dotted(raw: dict, key: str, value: Any) -> None:
         node[last] = value
 
 
-def _resolve(path: str, base: Path) -> str:
+def _resolve(path: str, base: Path, *, hub_ok: bool = False) -> str:
+    """Relative paths resolve against the recipe's folder, then the working directory; with
+    `hub_ok`, an `owner/name` that exists in neither place stays a Hugging Face Hub id."""
     p = Path(path).expanduser()
     if p.is_absolute() or "://" in path:
         return str(p)
     cand = base / p
-    if cand.exists() or not p.exists():
+    if cand.exists():
         return str(cand)
-    return str(p.resolve())  # relative to cwd when only that exists
+    if p.exists():
+        return str(p.resolve())
+    if hub_ok and re.fullmatch(r"[\w-][\w.-]*/[\w.-]+", path):
+        return path
+    return str(cand)
 
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"

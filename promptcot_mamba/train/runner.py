@@ -16,11 +16,14 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from promptcot_mamba.train.checkpoint import atomic_write_json
 from promptcot_mamba.train.metrics import MetricsLogger
 from promptcot_mamba.train.models import load_tokenizer
 from promptcot_mamba.train.parallel import barrier, init_distributed, shutdown
 from promptcot_mamba.train.recipe import Recipe
+from promptcot_mamba.train.sources import preflight
 from promptcot_mamba.train.trainer import PhaseResult, PhaseTrainer
 
 log = logging.getLogger(__name__)
@@ -62,8 +65,12 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path, *, max_s
         recipe = Recipe.from_yaml(recipe)
     if overrides:
         recipe = recipe.with_overrides(overrides)
+    preflight([(f"phases[{i}].datasets[{j}]", ds) for i, ph in enumerate(recipe.phases)
+               for j, ds in enumerate(ph.datasets)])
     out = Path(out_dir)
     d = init_distributed(recipe.run)
+    if recipe.run.threads is not None:
+        torch.set_num_threads(recipe.run.threads)
     tokenizer = load_tokenizer(recipe.tokenizer)
     logger = MetricsLogger(out, enabled=d.is_main, tensorboard=recipe.run.tensorboard, wandb=recipe.run.wandb,
                            run_name=recipe.name, config=recipe.raw)

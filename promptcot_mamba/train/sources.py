@@ -31,6 +31,34 @@ def read_records(spec: DatasetSpec) -> Iterator[dict]:
         yield rec
 
 
+def preflight(specs) -> None:
+    """Fail before any training when a recipe's local files are missing or a reader is not installed
+    (a phase-2 file missing must not surface after phase 1 has run for days)."""
+    problems = []
+    for where, spec in specs:
+        try:
+            if spec.kind in ("jsonl", "parquet"):
+                _files(spec, ())
+            if spec.kind == "parquet":
+                import importlib.util
+
+                if importlib.util.find_spec("pyarrow") is None:
+                    raise DataError(f"dataset {spec.describe()}: reading Parquet needs pyarrow "
+                                    "(pip install 'promptcot-mamba[train]')")
+            if spec.kind == "hf":
+                import importlib.util
+
+                if importlib.util.find_spec("datasets") is None:
+                    raise DataError(f"dataset {spec.describe()}: Hugging Face datasets need the `datasets` "
+                                    "package (pip install 'promptcot-mamba[train]')")
+                if spec.path is not None and not Path(spec.path).exists():
+                    raise DataError(f"dataset {spec.describe()}: folder not found: {spec.path}")
+        except DataError as err:
+            problems.append(f"{where}: {err}")
+    if problems:
+        raise DataError("; ".join(problems))
+
+
 def _files(spec: DatasetSpec, suffixes: tuple[str, ...]) -> list[Path]:
     p = Path(spec.path)
     if p.is_dir():
@@ -41,7 +69,8 @@ def _files(spec: DatasetSpec, suffixes: tuple[str, ...]) -> list[Path]:
         files = [p]
     missing = [f for f in files if not f.exists()]
     if not files or missing:
-        raise DataError(f"dataset {spec.describe()}: file not found: {missing[0] if missing else spec.path}")
+        raise DataError(f"dataset {spec.describe()}: file not found: {missing[0] if missing else spec.path} "
+                        "(relative paths resolve against the recipe's folder, then the working directory)")
     return files
 
 

@@ -15,6 +15,7 @@ import logging
 import math
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -201,7 +202,9 @@ class PhaseTrainer:
                 log.warning("phase %s step %d: non-finite loss or gradient, step skipped (%d so far)",
                             phase.name, step + 1, skipped)
             optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+            with warnings.catch_warnings():  # after a skipped step torch warns that optimizer.step() was not called
+                warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
+                scheduler.step()
             dt = time.perf_counter() - t0
             if finite:
                 last_loss = float(mean_loss)

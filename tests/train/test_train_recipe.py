@@ -1,0 +1,122 @@
+"""Recipes: the curriculum as data, validated on load with errors that name the field."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from promptcot_mamba.train import Recipe, RecipeError, list_recipes, run_recipe
+from promptcot_mamba.train.recipe import RECIPES_DIR
+from promptcot_mamba.train.sources import DataError
+
+
+def base() -> dict:
+    return {
+        "name": "t", "model": {"kind": "mamba2", "config": "tiny"}, "tokenizer": "builtin:bytes",
+        "optimizer": {"lr": 1e-3, "warmup_steps": 2},
+        "phases": [{"name": "a", "datasets": [{"kind": "synthetic", "n": 8}], "max_length": 64,
+                    "global_batch": 4, "steps": 2}],
+    }
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda r: r["phases"][0]["optimizer"].update(lr=-1.0) if "optimizer" in r["phases"][0]
+     else r["phases"][0].update(optimizer={"lr": -1.0}), "phases[0].optimizer.lr"),
+    (lambda r: r["phases"][0].pop("max_length"), "phases[0].max_length"),
+    (lambda r: r["phases"][0].update(max_lenght=5), "phases[0].max_lenght"),
+    (lambda r: r["phases"][0]["datasets"][0].update(kind="csv"), "phases[0].datasets[0].kind"),
+    (lambda r: r["phases"][0]["datasets"][0].update(schema="alpaca"), "phases[0].datasets[0].schema"),
+    (lambda r: r["phases"][0]["datasets"][0].update(weight=1.0, count=3), "phases[0].datasets[0]"),
+    (lambda r: r.update(model={"kind": "hf", "config": {"hidden_size": 8}}), "model.architecture"),
+    (lambda r: r.update(run={"micro_batch": 0}), "run.micro_batch"),
+    (lambda r: r.update(run={"precision": "fp8"}), "run.precision"),
+    (lambda r: r["optimizer"].update(betas=[0.9]), "optimizer.betas"),
+    (lambda r: r.update(phases=[]), "phases"),
+    (lambda r: r.pop("tokenizer"), "tokenizer"),
+    (lambda r: r["phases"].append(dict(r["phases"][0])), "phases"),
+])
+def test_malformed_recipe_names_the_field(mutate, field):
+    raw = base()
+    mutate(raw)
+    with pytest.raises(RecipeError) as info:
+        Recipe.from_dict(raw)
+    assert field in str(info.value), str(info.value)
+    assert "recipe 't'" in str(info.value)
+
+
+def test_valid_recipe_and_defaults():
+    r = Recipe.from_dict(base())
+    ph = r.phases[0]
+    assert ph.optimizer.lr == 1e-3 and ph.optimizer.betas == (0.9, 0.95)
+    assert ph.optimizer.weight_decay == 0.01 and ph.optimizer.grad_clip == 1.0
+    assert ph.global_batch == 4 and ph.steps == 2 and ph.init == "previous"
+
+
+def test_phase_optimizer_merges_over_recipe_defaults():
+    raw = base()
+    raw["phases"][0]["optimizer"] = {"weight_decay": 0.0}
+    ph = Recipe.from_dict(raw).phases[0]
+    assert ph.optimizer.lr == 1e-3 and ph.optimizer.weight_decay == 0.0
+
+
+def test_token_budget_needs_packing():
+    raw = base()
+    del raw["phases"][0]["global_batch"]
+    raw["phases"][0]["global_batch_tokens"] = 256
+    with pytest.raises(RecipeError, match="packing"):
+        Recipe.from_dict(raw)
+    raw["phases"][0]["packing"] = True
+    assert Recipe.from_dict(raw).phases[0].global_batch == 4  # 256 tokens / 64 per row
+
+
+def test_overrides_are_validated():
+    r = Recipe.from_dict(base()).with_overrides({"run.micro_batch": 2, "phases.0.steps": 5})
+    assert r.run.micro_batch == 2 and r.phases[0].steps == 5
+    with pytest.raises(RecipeError, match="run.micro_batch"):
+        r.with_overrides({"run.micro_batch": -3})
+
+
+def test_shipped_recipes_load_and_paper_settings():
+    names = list_recipes()
+    for required in ("tiny-cpu", "paper-7b", "paper-7b-math", "ablation-no-promptcot",
+                     "ablation-no-promptcot-ot", "ablation-no-promptcot-ocr"):
+        assert required in names
+    for n in names:
+        Recipe.from_yaml(n)
+    paper = Recipe.from_yaml("paper-7b")
+    p1, p2 = paper.phases
+    assert (p1.max_length, p2.max_length) == (16384, 20480)
+    for ph in paper.phases:
+        o = ph.optimizer
+        assert (o.lr, o.betas, o.weight_decay, o.grad_clip, o.warmup_steps, o.schedule) == \
+            (5e-6, (0.9, 0.95), 0.01, 1.0, 100, "constant")
+        assert ph.global_batch == 64
+    assert paper.run.precision == "bf16" and paper.run.activation_checkpointing
+    assert {d.schema for d in p1.datasets} == {"opencodereasoning", "openthoughts2"}
+    assert {d.schema for d in p2.datasets} == {"sft", "opencodereasoning", "openmathreasoning"}
+    math = Recipe.from_yaml("paper-7b-math")
+    assert [d.schema for d in math.phases[0].datasets] == ["openmathreasoning"]
+
+
+def test_repo_root_recipe_is_the_shipped_one():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "recipes" / "tiny-cpu.yaml"
+    assert root.exists()
+    assert yaml.safe_load(root.read_text()) == yaml.safe_load((RECIPES_DIR / "tiny-cpu.yaml").read_text())
+
+
+def test_missing_data_file_fails_before_training(tmp_path):
+    raw = base()
+    raw["phases"].append({"name": "b", "datasets": [{"kind": "jsonl", "path": str(tmp_path / "nope.jsonl")}],
+                          "max_length": 64, "global_batch": 4, "steps": 1})
+    with pytest.raises(DataError, match="nope.jsonl"):
+        run_recipe(raw, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "metrics.jsonl").exists()  # nothing trained
+
+
+def test_bad_yaml_file(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("name: x\nphases: [\n")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        Recipe.from_yaml(f)
