@@ -24,7 +24,7 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from promptcot_mamba.demo.pipeline import run_demo
+    from promptcot_mamba.demo.pipeline import DemoError, run_demo
     from promptcot_mamba.demo.report import ablation_table, accuracy_table, efficiency_table
     from promptcot_mamba.demo.settings import SettingsError
 
@@ -35,7 +35,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     try:
         results = run_demo(preset, out, seed=args.seed, progress=not args.no_progress)
-    except SettingsError as err:
+    except (SettingsError, DemoError) as err:
         print(f"pcm demo: {err}", file=sys.stderr)
         return 2
     print()

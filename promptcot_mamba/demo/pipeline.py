@@ -28,6 +28,11 @@ from typing import Any
 
 from promptcot_mamba.demo.settings import DemoSettings
 
+
+class DemoError(RuntimeError):
+    """The demo cannot start (e.g. its output folder holds something else)."""
+
+
 MAMBA = "Mamba-2"
 TRANSFORMER = "Llama"
 TYPES = {MAMBA: "attention-free (SSM)", TRANSFORMER: "Transformer"}
@@ -188,8 +193,7 @@ def run_demo(preset: str | Path | DemoSettings = "default", out_dir: str | Path 
     """Run the whole demo into out_dir and return the results dict (also written as results.json)."""
     settings = preset if isinstance(preset, DemoSettings) else DemoSettings.load(preset)
     seed = settings.seed if seed is None else seed
-    out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = _fresh_run_folder(Path(out_dir).resolve())
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _set_threads(settings.threads)
     timing: dict[str, float] = {}
@@ -343,6 +347,29 @@ def run_demo(preset: str | Path | DemoSettings = "default", out_dir: str | Path 
     timing["total"] = time.perf_counter() - t_start
     results["report"] = str(path)
     return results
+
+
+_MARKER = ".pcm-demo"
+_OWNED = ("data", "tokenizer", "train", "eval", "plots", "report.md", "results.json")
+
+
+def _fresh_run_folder(out: Path) -> Path:
+    """An empty run folder. A previous demo run there (it has the marker file) is cleared — every
+    stage resumes from files, so stale ones would mix two runs — anything else is refused."""
+    import shutil
+
+    if out.exists() and any(out.iterdir()):
+        if not (out / _MARKER).exists():
+            raise DemoError(f"{out} is not empty and is not a previous demo run; choose a new --out folder")
+        for name in _OWNED:
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / _MARKER).write_text("a pcm demo run folder: `pcm demo --out` here clears and rewrites it\n")
+    return out
 
 
 def _fmt(x) -> str:
