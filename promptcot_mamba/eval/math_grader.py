@@ -28,6 +28,7 @@ from promptcot_mamba.eval.verdict import CORRECT, INFRA_ERROR, NO_ANSWER, TIMEOU
 from promptcot_mamba.eval.worker_pool import Failed, TimedOut, TimeoutPool
 from promptcot_mamba.text.reasoning import split_reasoning
 
+_PRELOAD = ("math_verify", "sympy", "promptcot_mamba.eval.math_grader", "promptcot_mamba.eval.paper_grader")
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*")
 
 
@@ -206,7 +207,7 @@ class MathGrader:
     @property
     def pool(self) -> TimeoutPool:
         if self._pool is None:
-            self._pool = TimeoutPool(self.config.workers)
+            self._pool = TimeoutPool(self.config.workers, preload=_PRELOAD)
             self._pool.warm("promptcot_mamba.eval.math_grader:warm_worker", ())
         return self._pool
 

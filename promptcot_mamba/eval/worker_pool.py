@@ -31,7 +31,7 @@ class Failed:
     error: str
 
 
-def _worker_main(conn, memory_bytes: int | None) -> None:  # runs in the child
+def _worker_main(conn, memory_bytes: int | None, preload: Sequence[str] = ()) -> None:  # runs in the child
     import logging
 
     # math-verify warns on every call that its own (signal) timeouts are off: that is intended here.
@@ -43,6 +43,12 @@ def _worker_main(conn, memory_bytes: int | None) -> None:  # runs in the child
             resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
         except (ValueError, OSError):
             pass
+    for mod in preload:  # heavy imports before "ready", so they never count against a job's time limit
+        try:
+            importlib.import_module(mod)
+        except Exception:
+            pass
+    conn.send("ready")
     cache: dict[str, Callable] = {}
     while True:
         try:
@@ -71,7 +77,7 @@ class _Worker:
     socketpair. Not multiprocessing's spawn/forkserver: those re-import the caller's `__main__`, which
     breaks (recursively) for any unguarded script that grades math."""
 
-    def __init__(self, memory_bytes):
+    def __init__(self, memory_bytes, preload: Sequence[str] = ()):
         import socket
         import subprocess
         import sys
@@ -81,13 +87,24 @@ class _Worker:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # the caller's import path
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "promptcot_mamba.eval.worker_pool", str(theirs.fileno()), str(memory_bytes or 0)],
+            [sys.executable, "-m", "promptcot_mamba.eval.worker_pool", str(theirs.fileno()), str(memory_bytes or 0),
+             *preload],
             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
         theirs.close()
         self.conn = Connection(ours.detach())
         self.job: int | None = None
         self.deadline = 0.0
         self.started = 0.0
+        self.ready = False
+
+    def wait_ready(self, timeout_s: float = 300.0) -> bool:
+        """Block until the interpreter has started and preloaded (the package import alone takes seconds)."""
+        if not self.ready:
+            try:
+                self.ready = self.conn.poll(timeout_s) and self.conn.recv() == "ready"
+            except (EOFError, OSError):
+                self.ready = False
+        return self.ready
 
     def kill(self) -> None:
         try:
@@ -103,15 +120,16 @@ class TimeoutPool:
     """`pool.map("module:function", [args, ...], timeout_s)` -> results in order (TimedOut/Failed on trouble)."""
 
     def __init__(self, workers: int | None = None, *, memory_bytes: int | None = 4 << 30,
-                 warmup: str | None = None):
+                 preload: Sequence[str] = ()):
         self.n = max(1, workers or os.cpu_count() or 1)
         self.memory_bytes = memory_bytes
         self._workers: list[_Worker] = []
-        self._warmup = warmup
+        self.preload = tuple(preload)
+        _LIVE.append(self)
 
     def _ensure(self) -> None:
         while len(self._workers) < self.n:
-            self._workers.append(_Worker(self.memory_bytes))
+            self._workers.append(_Worker(self.memory_bytes, self.preload))
 
     def map(self, target: str, arglists: Sequence[tuple], timeout_s: float,
             progress: Callable[[int], Any] | None = None) -> list[Any]:
@@ -124,8 +142,13 @@ class TimeoutPool:
             while todo and idle:
                 w = idle.pop()
                 j = todo.popleft()
+                if not w.wait_ready():
+                    results[j] = Failed("grader worker failed to start")
+                    if progress:
+                        progress(1)
+                    idle.append(self._replace(w))
+                    continue
                 w.job, w.started = j, time.monotonic()
-                # The first job of a fresh worker also pays its imports: allow that once.
                 w.deadline = w.started + timeout_s
                 try:
                     w.conn.send((j, target, tuple(arglists[j])))
@@ -162,7 +185,7 @@ class TimeoutPool:
 
     def _replace(self, w: _Worker) -> _Worker:
         w.kill()
-        nw = _Worker(self.memory_bytes)
+        nw = _Worker(self.memory_bytes, self.preload)
         self._workers[self._workers.index(w)] = nw
         return nw
 
@@ -181,25 +204,17 @@ class TimeoutPool:
         self._workers = []
 
 
-_POOLS: dict[tuple, TimeoutPool] = {}
-
-
-def shared_pool(workers: int | None = None) -> TimeoutPool:
-    key = (workers,)
-    if key not in _POOLS:
-        _POOLS[key] = TimeoutPool(workers)
-    return _POOLS[key]
+_LIVE: list[TimeoutPool] = []
 
 
 @atexit.register
 def _close_all() -> None:
-    for p in _POOLS.values():
+    for p in _LIVE:
         p.close()
-    _POOLS.clear()
 
 
 if __name__ == "__main__":
     import sys
     from multiprocessing.connection import Connection
 
-    _worker_main(Connection(int(sys.argv[1])), int(sys.argv[2]) or None)
+    _worker_main(Connection(int(sys.argv[1])), int(sys.argv[2]) or None, sys.argv[3:])
