@@ -11,7 +11,8 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="a model folder as written by save_pretrained (with tokenizer.json)")
     p.add_argument("--memory-budget", type=float, default=None, metavar="GB",
                    help="memory for weights + prefix cache + all sequences; sets how many run at once")
-    p.add_argument("--max-slots", type=int, default=64, help="upper bound on concurrent sequences")
+    p.add_argument("--max-slots", type=int, default=None,
+                   help="upper bound on concurrent sequences (default 64; with --memory-budget: what fits)")
     p.add_argument("--max-queue", type=int, default=256, help="waiting requests beyond this get HTTP 429")
     p.add_argument("--max-prompt-tokens", type=int, default=131072)
     p.add_argument("--max-new-tokens", type=int, default=131072)
@@ -27,7 +28,8 @@ def build_engine(args):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = EngineConfig(max_slots=args.max_slots, memory_budget_gb=args.memory_budget, max_queue=args.max_queue,
+    slots = args.max_slots or (4096 if args.memory_budget else 64)
+    cfg = EngineConfig(max_slots=slots, memory_budget_gb=args.memory_budget, max_queue=args.max_queue,
                        max_prompt_tokens=args.max_prompt_tokens, max_new_tokens=args.max_new_tokens,
                        prefix_cache_gb=args.prefix_cache_gb)
     return Engine.from_pretrained(args.model, cfg, dtype=args.dtype)

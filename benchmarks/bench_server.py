@@ -1,0 +1,167 @@
+"""Server overhead: decode tokens/s through the HTTP API (`pcm serve`, 16 concurrent requests, streamed
+and not) against the in-process engine on the same 16 prompts, at the ~130M shape.
+
+The model folder holds random ~130M weights and the tiny test tokenizer (the engine samples only ids
+the tokenizer knows, in both paths alike). The server runs as its own `pcm serve` process, as users
+run it; the in-process runs happen before and after it and are averaged, to cancel drift on a shared
+CPU. Writes benchmarks/results/server-cpu.json.
+
+    python benchmarks/bench_server.py [--batch 16] [--new-tokens 48] [--config mamba2-130m]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prompts_for(tok, batch: int) -> list[str]:
+    return [f"Problem {i}: let x be a real number such that x + {i} = {2 * i + 1}." for i in range(batch)]
+
+
+def in_process(folder: Path, texts: list[str], n: int, threads: int) -> dict:
+    import torch
+
+    from promptcot_mamba.generate import Engine, EngineConfig, SamplingParams
+
+    torch.set_num_threads(threads)
+    engine = Engine.from_pretrained(folder, EngineConfig(max_slots=len(texts), prefix_cache_gb=0))
+    ids = [engine.tokenizer.encode(t) for t in texts]
+    sp = SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True)
+    engine.generate(ids, SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True))  # warm-up
+    t0 = time.perf_counter()
+    res = engine.generate(ids, sp)
+    dt = time.perf_counter() - t0
+    toks = sum(len(r.samples[0].token_ids) for r in res)
+    return {"tokens": toks, "seconds": dt, "tokens_per_s": toks / dt, "texts": [r.samples[0].text for r in res]}
+
+
+async def through_http(url: str, texts: list[str], n: int, stream: bool) -> dict:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+        async def one(text):
+            body = {"model": "bench", "prompt": text, "max_tokens": n, "temperature": 0, "ignore_eos": True,
+                    "stream": stream}
+            if not stream:
+                r = await client.post("/v1/completions", json=body)
+                r.raise_for_status()
+                j = r.json()
+                return j["choices"][0]["text"], j["usage"]["completion_tokens"]
+            out, chunks = "", 0
+            async with client.stream("POST", "/v1/completions", json=body) as r:
+                async for line in r.aiter_lines():
+                    if line.startswith("data: ") and line != "data: [DONE]":
+                        c = json.loads(line[6:])
+                        out += c["choices"][0]["text"]
+                        chunks += 1
+            return out, n
+
+        await asyncio.gather(*(one(t) for t in texts[:2]))  # warm-up
+        t0 = time.perf_counter()
+        res = await asyncio.gather(*(one(t) for t in texts))
+        dt = time.perf_counter() - t0
+    toks = sum(k for _, k in res)
+    return {"tokens": toks, "seconds": dt, "tokens_per_s": toks / dt, "texts": [t for t, _ in res]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--new-tokens", type=int, default=48)
+    ap.add_argument("--config", default="mamba2-130m")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads, the same in both paths")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/server-cpu.json"))
+    args = ap.parse_args()
+
+    import torch
+
+    from promptcot_mamba.generate.tiny import build_tiny_tokenizer
+    from promptcot_mamba.model.config import named_config
+    from promptcot_mamba.model.lm import Mamba2LM
+
+    torch.manual_seed(0)
+    folder = Path(tempfile.mkdtemp(prefix="bench-server-"))
+    model = Mamba2LM(named_config(args.config))
+    model.tokenizer = build_tiny_tokenizer()
+    model.save_pretrained(folder)
+    del model
+    texts = prompts_for(None, args.batch)
+
+    before = in_process(folder, texts, args.new_tokens, args.threads)
+    print(f"in-process (before): {before['tokens_per_s']:.2f} tokens/s", flush=True)
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "promptcot_mamba", "serve", "--model", str(folder), "--port",
+                             str(port), "--served-model-name", "bench", "--max-slots", str(args.batch),
+                             "--prefix-cache-gb", "0", "--threads", str(args.threads)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("pcm serve did not come up")
+            time.sleep(0.2)
+        streamed = asyncio.run(through_http(url, texts, args.new_tokens, stream=True))
+        print(f"HTTP streamed:       {streamed['tokens_per_s']:.2f} tokens/s", flush=True)
+        plain = asyncio.run(through_http(url, texts, args.new_tokens, stream=False))
+        print(f"HTTP non-streamed:   {plain['tokens_per_s']:.2f} tokens/s", flush=True)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+    after = in_process(folder, texts, args.new_tokens, args.threads)
+    print(f"in-process (after):  {after['tokens_per_s']:.2f} tokens/s", flush=True)
+    engine_tps = (before["tokens_per_s"] + after["tokens_per_s"]) / 2
+    same = streamed["texts"] == before["texts"] == plain["texts"]
+    result = {
+        "benchmark": "tokens/s through the HTTP API (pcm serve) vs the in-process engine",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"nproc": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+                    "threads": args.threads, "load_avg_at_start": os.getloadavg()},
+        "config": args.config, "batch": args.batch, "new_tokens": args.new_tokens,
+        "in_process_tokens_per_s": {"before": before["tokens_per_s"], "after": after["tokens_per_s"],
+                                    "mean": engine_tps},
+        "http_streamed_tokens_per_s": streamed["tokens_per_s"],
+        "http_non_streamed_tokens_per_s": plain["tokens_per_s"],
+        "ratio_http_streamed_over_engine": streamed["tokens_per_s"] / engine_tps,
+        "ratio_http_non_streamed_over_engine": plain["tokens_per_s"] / engine_tps,
+        "same_greedy_texts": same,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"HTTP / in-process: streamed {result['ratio_http_streamed_over_engine']:.3f}, "
+          f"non-streamed {result['ratio_http_non_streamed_over_engine']:.3f}; same texts: {same}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

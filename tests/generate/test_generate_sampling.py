@@ -1,0 +1,85 @@
+"""The batched sampler: distribution, truncation (top_k, top_p, min_p), penalties, per-row seeds."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from promptcot_mamba.generate.detokenizer import IncrementalDetokenizer
+from promptcot_mamba.generate.sampling import RowSampler, SamplingParams, apply_penalties, sample
+from promptcot_mamba.generate.tiny import build_tiny_tokenizer
+
+LOGITS = torch.log(torch.tensor([0.5, 0.25, 0.15, 0.07, 0.03]))
+
+
+def draws(params: SamplingParams, k: int = 4000, seed: int = 0) -> torch.Tensor:
+    row = RowSampler(params, seed)
+    out = [sample(LOGITS[None].clone(), [row])[0] for _ in range(k)]
+    return torch.bincount(torch.tensor(out), minlength=5).float() / k
+
+
+def test_temperature_1_matches_softmax():
+    freq = draws(SamplingParams(temperature=1.0))
+    assert torch.allclose(freq, LOGITS.softmax(-1), atol=0.03)
+
+
+def test_temperature_sharpens():
+    freq = draws(SamplingParams(temperature=0.5))
+    target = (LOGITS / 0.5).softmax(-1)
+    assert torch.allclose(freq, target, atol=0.03)
+
+
+@pytest.mark.parametrize("params,allowed", [
+    (SamplingParams(top_k=2), {0, 1}),
+    (SamplingParams(top_p=0.7), {0, 1}),  # 0.5 < 0.7, 0.75 >= 0.7: the first two
+    (SamplingParams(top_p=0.5), {0}),
+    (SamplingParams(min_p=0.2), {0, 1, 2}),  # >= 0.1 = 0.2 * 0.5
+])
+def test_truncation(params, allowed):
+    freq = draws(params, k=1500)
+    assert {i for i in range(5) if freq[i] > 0} == allowed
+    kept = LOGITS.softmax(-1)[sorted(allowed)]
+    assert torch.allclose(freq[sorted(allowed)], kept / kept.sum(), atol=0.05)
+
+
+def test_penalties_follow_vllm():
+    logits = torch.tensor([[2.0, -1.0, 0.5, 1.0]])
+    rows = [RowSampler(SamplingParams(repetition_penalty=2.0, presence_penalty=0.5, frequency_penalty=0.25), 0)]
+    prompt = torch.tensor([[True, True, False, False]])
+    counts = torch.tensor([[0, 0, 3, 0]], dtype=torch.int32)
+    out = apply_penalties(logits, rows, prompt, counts)
+    # seen tokens: positive logits divided, negative multiplied; output tokens also lose 0.5 + 0.25·count
+    assert out.tolist() == [[1.0, -2.0, 0.25 - 0.5 - 0.75, 1.0]]
+
+
+def test_rows_are_independent_of_batch_composition():
+    p = SamplingParams(temperature=1.0, seed=3)
+    alone = [sample(LOGITS[None].clone(), [RowSampler(p, 3)])[0] for _ in range(1)]
+    a, b = RowSampler(p, 3), RowSampler(SamplingParams(temperature=0.7), 9)
+    batch = sample(torch.stack([LOGITS.flip(0), LOGITS]), [b, a])
+    assert batch[1] == alone[0]
+
+
+def test_detokenizer_deltas_concatenate_and_stop_across_tokens():
+    tok = build_tiny_tokenizer()
+    text = "The quick brown fox jumps over the lazy dog. x = 3 \u00e9\u00e8"
+    ids = tok.encode(text)
+    d = IncrementalDetokenizer(tok)
+    assert "".join(d.add(i) for i in ids) + d.flush() == tok.decode(ids)
+    d = IncrementalDetokenizer(tok, stop=("fox jumps",))
+    out = ""
+    for i in ids:
+        out += d.add(i)
+        if d.stopped_by:
+            break
+    assert out + d.flush() == "The quick brown " and d.stopped_by == "fox jumps"
+
+
+def test_sampling_params_validation():
+    for bad in ({"temperature": -0.1}, {"top_k": -2}, {"min_p": 1.5}, {"repetition_penalty": 0},
+                {"presence_penalty": 2.5}, {"n": 0}, {"max_tokens": 0}, {"stop": ("",)}, {"logprobs": 21},
+                {"temperature": math.nan}):
+        with pytest.raises(ValueError):
+            SamplingParams(**bad)
