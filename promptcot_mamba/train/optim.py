@@ -36,10 +36,10 @@ def build_optimizer(model: nn.Module, spec: OptimizerSpec, no_decay: set[str]) -
 
 
 def _canon(name: str) -> str:
-    # activation checkpointing or compile wrappers insert these into parameter names
+    # DDP, compile or checkpoint wrappers insert these into parameter names
     for junk in ("_checkpoint_wrapped_module.", "_orig_mod.", "_fsdp_wrapped_module."):
         name = name.replace(junk, "")
-    return name
+    return name.removeprefix("module.")
 
 
 def lr_factor(step: int, spec: OptimizerSpec, total_steps: int) -> float:

@@ -16,6 +16,7 @@ import datetime
 import functools
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -139,6 +140,9 @@ def apply_fsdp(model: nn.Module, blocks: nn.ModuleList, *, param_dtype: torch.dt
     """
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
+    # a block also returns its final conv window and SSM state (views); training never writes to
+    # them in place, so FSDP2's warning about in-place ops on returned views does not apply
+    warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     kw = {"mp_policy": mp}
     if cpu_offload:
