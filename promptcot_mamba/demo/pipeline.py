@@ -391,6 +391,21 @@ def _cpu_timed(fn, args: tuple):
     return res, time.process_time() - t0
 
 
+def _worker_job(fn, args: tuple, parent: int):
+    """`_cpu_timed` in a spawned worker that exits when the demo process goes away (a worker of a
+    killed pool would otherwise finish its training job as an orphan)."""
+    import threading
+
+    def watch():
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(2.0)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return _cpu_timed(fn, args)
+
+
 def _run_pair(workers: int, first: tuple, second: tuple, cpu: list[float] | None = None):
     """Run two (fn, args) jobs: side by side (second in a spawned worker) or one after the other."""
     if workers < 2:
@@ -399,7 +414,7 @@ def _run_pair(workers: int, first: tuple, second: tuple, cpu: list[float] | None
         import multiprocessing as mp
 
         with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
-            fut = pool.submit(_cpu_timed, *second)
+            fut = pool.submit(_worker_job, *second, os.getpid())
             a, ca = _cpu_timed(*first)
             b, cb = fut.result()
     if cpu is not None:
