@@ -73,8 +73,7 @@ def _worker_main(conn, memory_bytes: int | None, preload: Sequence[str] = ()) ->
 
 
 class _Worker:
-    """One worker: a plain `python -m promptcot_mamba.eval.worker_pool FD` subprocess talking over a
-    socketpair. Not multiprocessing's spawn/forkserver: those re-import the caller's `__main__`, which
+    """One worker: a plain `python worker_pool.py FD` subprocess talking over a socketpair. Not multiprocessing's spawn/forkserver: those re-import the caller's `__main__`, which
     breaks (recursively) for any unguarded script that grades math."""
 
     def __init__(self, memory_bytes, preload: Sequence[str] = ()):
@@ -87,8 +86,7 @@ class _Worker:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # the caller's import path
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "promptcot_mamba.eval.worker_pool", str(theirs.fileno()), str(memory_bytes or 0),
-             *preload],
+            [sys.executable, __file__, str(theirs.fileno()), str(memory_bytes or 0), *preload],
             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
         theirs.close()
         self.conn = Connection(ours.detach())
@@ -213,8 +211,26 @@ def _close_all() -> None:
         p.close()
 
 
+def _light_package() -> None:
+    """Make `promptcot_mamba.*` submodules importable WITHOUT running the package's __init__ (which imports
+    torch: ~2 s per worker start). The graders need only text/ and eval/, which are torch-free."""
+    import sys
+    import types
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if "promptcot_mamba" not in sys.modules:
+        pkg = types.ModuleType("promptcot_mamba")
+        pkg.__path__ = [str(root)]
+        pkg.__file__ = str(root / "__init__.py")
+        sys.modules["promptcot_mamba"] = pkg
+
+
 if __name__ == "__main__":
     import sys
     from multiprocessing.connection import Connection
+
+    sys.path[0:1] = []  # do not shadow stdlib modules with files next to this script
+    _light_package()
 
     _worker_main(Connection(int(sys.argv[1])), int(sys.argv[2]) or None, sys.argv[3:])
