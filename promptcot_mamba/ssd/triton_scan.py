@@ -66,19 +66,32 @@ def _dot(a, b, IEEE: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
+def _mem_t(t, T, REV: tl.constexpr):
+    """Logical time → memory row: the adjoint (backward) problems run the scan backwards in time by
+    reading rows T−1−t instead of flipping tensors in memory."""
+    if REV:
+        out = T - 1 - t
+    else:
+        out = t
+    return out
+
+
+@triton.jit
 def _chunk_state_fwd(x_ptr, B_ptr, dt_ptr, acs_ptr, doc_ptr, st_ptr,
-                     T, H, P, N, R,
+                     T, H, P, N, R, RX,
                      sxb, sxt, sxh, sxp, sBb, sBt, sBg, sBn, sdb, sdt, sdh,
                      sab, sah, sdocb, ssb, ssc, ssh,
                      Q: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-                     HAS_DOC: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr):
-    """One program per (chunk c, row b · head h, P-block): S_c[p, n] for that head, fp32."""
+                     HAS_DOC: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr, REV: tl.constexpr):
+    """One program per (chunk c, row b · head h, P-block): S_c[p, n] for that head, fp32.
+    Head h reads group h // R of B and row h // RX of x (RX > 1 only in the transposed adjoints)."""
     c = tl.program_id(0)
     pid_bh = tl.program_id(1)
     pid_p = tl.program_id(2)
     b = pid_bh // H
     h = pid_bh % H
     g = h // R
+    hx = h // RX
     b64 = b.to(tl.int64)
     t0 = c * Q
     t_last = tl.minimum(t0 + Q, T) - 1
@@ -87,20 +100,21 @@ def _chunk_state_fwd(x_ptr, B_ptr, dt_ptr, acs_ptr, doc_ptr, st_ptr,
     acs_row = acs_ptr + b64 * sab + h * sah
     a_last = tl.load(acs_row + t_last)
     if HAS_DOC:
-        doc_last = tl.load(doc_ptr + b64 * sdocb + t_last)
+        doc_last = tl.load(doc_ptr + b64 * sdocb + _mem_t(t_last, T, REV))
     acc = tl.zeros((BLOCK_P, BLOCK_N), dtype=tl.float32)
     for s0 in range(0, Q, BLOCK_S):
         offs_s = t0 + s0 + tl.arange(0, BLOCK_S)
         in_s = offs_s < T
-        dt_s = tl.load(dt_ptr + b64 * sdb + offs_s * sdt + h * sdh, mask=in_s, other=0.0).to(tl.float32)
+        ms = _mem_t(offs_s, T, REV)
+        dt_s = tl.load(dt_ptr + b64 * sdb + ms * sdt + h * sdh, mask=in_s, other=0.0).to(tl.float32)
         a_s = tl.load(acs_row + offs_s, mask=in_s, other=0.0)
         w_s = tl.where(in_s, tl.exp(a_last - a_s) * dt_s, 0.0)  # decay to the chunk's end · Δ_s
         if HAS_DOC:  # only the chunk's last document reaches its end state
-            doc_s = tl.load(doc_ptr + b64 * sdocb + offs_s, mask=in_s, other=-1)
+            doc_s = tl.load(doc_ptr + b64 * sdocb + ms, mask=in_s, other=-1)
             w_s = tl.where(doc_s == doc_last, w_s, 0.0)
-        xT = tl.load(x_ptr + b64 * sxb + h * sxh + offs_p[:, None] * sxp + offs_s[None, :] * sxt,
+        xT = tl.load(x_ptr + b64 * sxb + hx * sxh + offs_p[:, None] * sxp + ms[None, :] * sxt,
                      mask=(offs_p[:, None] < P) & in_s[None, :], other=0.0)  # (BLOCK_P, BLOCK_S)
-        Bs = tl.load(B_ptr + b64 * sBb + g * sBg + offs_s[:, None] * sBt + offs_n[None, :] * sBn,
+        Bs = tl.load(B_ptr + b64 * sBb + g * sBg + ms[:, None] * sBt + offs_n[None, :] * sBn,
                      mask=in_s[:, None] & (offs_n[None, :] < N), other=0.0)  # (BLOCK_S, BLOCK_N)
         xw = (xT.to(tl.float32) * w_s[None, :]).to(Bs.dtype)
         acc += _dot(xw, Bs, IEEE, UPCAST)
@@ -112,7 +126,8 @@ def _chunk_state_fwd(x_ptr, B_ptr, dt_ptr, acs_ptr, doc_ptr, st_ptr,
 def _state_pass_fwd(st_ptr, h0_ptr, fin_ptr, acs_ptr, doc_ptr,
                     T, H, PN, nc,
                     sab, sah, sdocb, ssb, ssc, ssh,
-                    Q: tl.constexpr, BLOCK: tl.constexpr, HAS_H0: tl.constexpr, HAS_DOC: tl.constexpr):
+                    Q: tl.constexpr, BLOCK: tl.constexpr, HAS_H0: tl.constexpr, HAS_DOC: tl.constexpr,
+                    REV: tl.constexpr):
     """Sequential over chunks, one program per (row b · head h, block of P·N): replaces each chunk's
     own state in `st` by the state ENTERING that chunk (in place), writes the final state."""
     pid_bh = tl.program_id(0)
@@ -134,8 +149,8 @@ def _state_pass_fwd(st_ptr, h0_ptr, fin_ptr, acs_ptr, doc_ptr,
         t_last = tl.minimum(c * Q + Q, T) - 1
         decay = tl.exp(tl.load(acs_row + t_last))
         if HAS_DOC:  # the carried state survives the chunk only if no new document starts in it
-            d_in = tl.load(doc_ptr + b64 * sdocb + tl.maximum(c * Q - 1, 0))
-            d_last = tl.load(doc_ptr + b64 * sdocb + t_last)
+            d_in = tl.load(doc_ptr + b64 * sdocb + _mem_t(tl.maximum(c * Q - 1, 0), T, REV))
+            d_last = tl.load(doc_ptr + b64 * sdocb + _mem_t(t_last, T, REV))
             decay = tl.where(d_in == d_last, decay, 0.0)
         state = state * decay + own
     tl.store(fin_ptr + (b64 * H + h) * PN + offs, state, mask=mask)
@@ -143,13 +158,13 @@ def _state_pass_fwd(st_ptr, h0_ptr, fin_ptr, acs_ptr, doc_ptr,
 
 @triton.jit
 def _chunk_scan_fwd(x_ptr, B_ptr, C_ptr, dt_ptr, acs_ptr, doc_ptr, st_ptr, D_ptr, y_ptr,
-                    T, H, P, N, R,
+                    T, H, P, N, R, RX,
                     sxb, sxt, sxh, sxp, sBb, sBt, sBg, sBn, sCb, sCt, sCg, sCn, sdb, sdt, sdh,
                     sab, sah, sdocb, ssb, ssc, ssh, syb, syt, syh, syp,
                     Q: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_S: tl.constexpr,
                     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
                     HAS_DOC: tl.constexpr, HAS_D: tl.constexpr, IEEE: tl.constexpr,
-                    UPCAST: tl.constexpr):
+                    UPCAST: tl.constexpr, REV: tl.constexpr):
     """One program per (chunk c · block of BLOCK_L positions, row b · head h, P-block): the outputs."""
     pid_cl = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -159,15 +174,17 @@ def _chunk_scan_fwd(x_ptr, B_ptr, C_ptr, dt_ptr, acs_ptr, doc_ptr, st_ptr, D_ptr
     b = pid_bh // H
     h = pid_bh % H
     g = h // R
+    hx = h // RX
     b64 = b.to(tl.int64)
     t0 = c * Q
     offs_l = t0 + lb * BLOCK_L + tl.arange(0, BLOCK_L)
     in_l = offs_l < T
+    ml = _mem_t(offs_l, T, REV)
     offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
     offs_n = tl.arange(0, BLOCK_N)
     acs_row = acs_ptr + b64 * sab + h * sah
     a_l = tl.load(acs_row + offs_l, mask=in_l, other=0.0)
-    Cl = tl.load(C_ptr + b64 * sCb + g * sCg + offs_l[:, None] * sCt + offs_n[None, :] * sCn,
+    Cl = tl.load(C_ptr + b64 * sCb + g * sCg + ml[:, None] * sCt + offs_n[None, :] * sCn,
                  mask=in_l[:, None] & (offs_n[None, :] < N), other=0.0)  # (BLOCK_L, BLOCK_N)
 
     # the carried state's share: (c_l · S_in) exp(A_l), for the chunk's first document only
@@ -176,8 +193,8 @@ def _chunk_scan_fwd(x_ptr, B_ptr, C_ptr, dt_ptr, acs_ptr, doc_ptr, st_ptr, D_ptr
     acc = _dot(Cl, S_in.to(Cl.dtype), IEEE, UPCAST)
     carry = tl.exp(a_l)
     if HAS_DOC:
-        doc_l = tl.load(doc_ptr + b64 * sdocb + offs_l, mask=in_l, other=-1)
-        d_in = tl.load(doc_ptr + b64 * sdocb + tl.maximum(t0 - 1, 0))
+        doc_l = tl.load(doc_ptr + b64 * sdocb + ml, mask=in_l, other=-1)
+        d_in = tl.load(doc_ptr + b64 * sdocb + _mem_t(tl.maximum(t0 - 1, 0), T, REV))
         carry = tl.where(doc_l == d_in, carry, 0.0)
     acc = acc * carry[:, None]
 
@@ -186,29 +203,30 @@ def _chunk_scan_fwd(x_ptr, B_ptr, C_ptr, dt_ptr, acs_ptr, doc_ptr, st_ptr, D_ptr
     for s0 in range(0, hi, BLOCK_S):
         offs_s = t0 + s0 + tl.arange(0, BLOCK_S)
         in_s = offs_s < T
-        BsT = tl.load(B_ptr + b64 * sBb + g * sBg + offs_n[:, None] * sBn + offs_s[None, :] * sBt,
+        ms = _mem_t(offs_s, T, REV)
+        BsT = tl.load(B_ptr + b64 * sBb + g * sBg + offs_n[:, None] * sBn + ms[None, :] * sBt,
                       mask=(offs_n[:, None] < N) & in_s[None, :], other=0.0)  # (BLOCK_N, BLOCK_S)
         CB = _dot(Cl, BsT, IEEE, UPCAST)  # (BLOCK_L, BLOCK_S) fp32
         a_s = tl.load(acs_row + offs_s, mask=in_s, other=0.0)
-        dt_s = tl.load(dt_ptr + b64 * sdb + offs_s * sdt + h * sdh, mask=in_s, other=0.0).to(tl.float32)
+        dt_s = tl.load(dt_ptr + b64 * sdb + ms * sdt + h * sdh, mask=in_s, other=0.0).to(tl.float32)
         keep = (offs_s[None, :] <= offs_l[:, None]) & in_s[None, :]
         if HAS_DOC:
-            doc_s = tl.load(doc_ptr + b64 * sdocb + offs_s, mask=in_s, other=-2)
+            doc_s = tl.load(doc_ptr + b64 * sdocb + ms, mask=in_s, other=-2)
             keep = keep & (doc_s[None, :] == doc_l[:, None])
         # mask before exp: above the diagonal A_l − A_s > 0 could overflow
         seg = tl.where(keep, a_l[:, None] - a_s[None, :], float("-inf"))
         W = CB * tl.exp(seg) * dt_s[None, :]
-        xs = tl.load(x_ptr + b64 * sxb + h * sxh + offs_s[:, None] * sxt + offs_p[None, :] * sxp,
+        xs = tl.load(x_ptr + b64 * sxb + hx * sxh + ms[:, None] * sxt + offs_p[None, :] * sxp,
                      mask=in_s[:, None] & (offs_p[None, :] < P), other=0.0)  # (BLOCK_S, BLOCK_P)
         acc += _dot(W.to(xs.dtype), xs, IEEE, UPCAST)
 
     out_mask = in_l[:, None] & (offs_p[None, :] < P)
     if HAS_D:
-        xl = tl.load(x_ptr + b64 * sxb + h * sxh + offs_l[:, None] * sxt + offs_p[None, :] * sxp,
+        xl = tl.load(x_ptr + b64 * sxb + hx * sxh + ml[:, None] * sxt + offs_p[None, :] * sxp,
                      mask=out_mask, other=0.0).to(tl.float32)
         Dp = tl.load(D_ptr + h * P + offs_p, mask=offs_p < P, other=0.0)
         acc += xl * Dp[None, :]
-    tl.store(y_ptr + b64 * syb + h * syh + offs_l[:, None] * syt + offs_p[None, :] * syp,
+    tl.store(y_ptr + b64 * syb + h * syh + ml[:, None] * syt + offs_p[None, :] * syp,
              acc.to(y_ptr.dtype.element_ty), mask=out_mask)
 
 
@@ -216,17 +234,22 @@ def _chunk_scan_fwd(x_ptr, B_ptr, C_ptr, dt_ptr, acs_ptr, doc_ptr, st_ptr, D_ptr
 def ssd_triton_forward(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
                        initial_state: Tensor | None = None, doc: Tensor | None = None, *,
                        chunk: int | None = None, log_a: Tensor | None = None,
-                       out_dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+                       out_dtype: torch.dtype | None = None, reverse: bool = False) -> tuple[Tensor, Tensor]:
     """The forward kernels on already-validated inputs (see `dispatch.ssd`); no autograd.
 
     x (b, T, H, P), dt (b, T, H) (Δ, after softplus), A (H,), B/C (b, T, G, N), D (H,) | (H, P),
     initial_state (b, H, P, N), doc (b, T) normalised document ids. Returns (y like x, final fp32).
-    `log_a` (b, T, H) replaces the per-step log-decay Δ·A (Δ then only scales the input) and
-    `out_dtype` the output dtype: the backward pass runs these kernels on adjoint problems.
+    For the backward pass's adjoint problems: `log_a` (b, T, H) replaces the per-step log-decay Δ·A
+    (Δ then only scales the input); `out_dtype` sets y's dtype; `reverse` runs the scan from the last
+    row to the first (log_a is then given in that reversed order; y comes back in memory order); and x
+    may be per group (b, T, G_x, P) with B, C per head — x's heads then broadcast like B's groups do.
     """
-    b, T, H, P = x.shape
+    b, T, Hx, P = x.shape
     G, N = B.shape[-2:]
-    R = H // G
+    H = max(Hx, G)
+    if H % Hx or H % G:
+        raise ValueError(f"ssd triton: heads {H} must be a multiple of x's {Hx} and B's {G}")
+    R, RX = H // G, H // Hx
     if B.dtype != x.dtype or C.dtype != x.dtype:  # tl.dot needs equal operand dtypes (rare: mixed inputs)
         B, C = B.to(x.dtype), C.to(x.dtype)
     Q = chunk or TRITON_CHUNK
@@ -249,6 +272,7 @@ def ssd_triton_forward(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D
     acs = dA.view(b, nc, Q, H).cumsum(dim=2).permute(0, 3, 1, 2).reshape(b, H, nc * Q).contiguous()
     st = torch.empty(b, nc, H, P, N, device=dev, dtype=torch.float32)
     y = torch.empty(b, T, H, P, device=dev, dtype=out_dtype or x.dtype)
+    rev = bool(reverse)
     has_doc = doc is not None
     docc = doc.to(torch.int32).contiguous() if has_doc else acs  # dummy pointer when absent
     ieee = x.dtype == torch.float32
@@ -260,36 +284,30 @@ def ssd_triton_forward(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D
     n_pb = triton.cdiv(P, BLOCK_P)
     warps = 4
     _chunk_state_fwd[(nc, b * H, n_pb)](
-        x, B, dt, acs, docc, st, T, H, P, N, R,
+        x, B, dt, acs, docc, st, T, H, P, N, R, RX,
         *x.stride(), *B.stride(), *dt.stride(),
         acs.stride(0), acs.stride(1), docc.stride(0) if has_doc else 0, st.stride(0), st.stride(1), st.stride(2),
-        Q=Q, BLOCK_S=BLOCK_S, BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N, HAS_DOC=has_doc, IEEE=ieee, UPCAST=upcast, num_warps=warps)
+        Q=Q, BLOCK_S=BLOCK_S, BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N, HAS_DOC=has_doc, IEEE=ieee, UPCAST=upcast,
+        REV=rev, num_warps=warps)
     h0 = initial_state.float().contiguous() if initial_state is not None else final
     BLOCK = min(1024, _pow2(P * N))
     _state_pass_fwd[(b * H, triton.cdiv(P * N, BLOCK))](
         st, h0, final, acs, docc, T, H, P * N, nc,
         acs.stride(0), acs.stride(1), docc.stride(0) if has_doc else 0, st.stride(0), st.stride(1), st.stride(2),
-        Q=Q, BLOCK=BLOCK, HAS_H0=initial_state is not None, HAS_DOC=has_doc, num_warps=warps)
+        Q=Q, BLOCK=BLOCK, HAS_H0=initial_state is not None, HAS_DOC=has_doc, REV=rev, num_warps=warps)
     has_d = D is not None
     Dhp = (D.float()[:, None].expand(H, P) if D.dim() == 1 else D.float()).contiguous() if has_d else acs
     _chunk_scan_fwd[(nc * (Q // BLOCK_L), b * H, n_pb)](
-        x, B, C, dt, acs, docc, st, Dhp, y, T, H, P, N, R,
+        x, B, C, dt, acs, docc, st, Dhp, y, T, H, P, N, R, RX,
         *x.stride(), *B.stride(), *C.stride(), *dt.stride(),
         acs.stride(0), acs.stride(1), docc.stride(0) if has_doc else 0, st.stride(0), st.stride(1), st.stride(2),
         *y.stride(),
         Q=Q, BLOCK_L=BLOCK_L, BLOCK_S=BLOCK_S, BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N,
-        HAS_DOC=has_doc, HAS_D=has_d, IEEE=ieee, UPCAST=upcast, num_warps=warps)
+        HAS_DOC=has_doc, HAS_D=has_d, IEEE=ieee, UPCAST=upcast, REV=rev, num_warps=warps)
     return y, final
 
 
 # ---------------------------------------------------------------------------------- backward
-def _heads(t: Tensor, H: int) -> Tensor:
-    """(b, T, G, N) → (b, T, H, N): the group of each head, materialised (the adjoint problems put B
-    or C where the forward has the per-head x)."""
-    b, T, G, N = t.shape
-    return t[:, :, :, None, :].expand(b, T, G, H // G, N).reshape(b, T, H, N)
-
-
 def _group_sum(t: Tensor, G: int) -> Tensor:
     b, T, H, N = t.shape
     return t.view(b, T, G, H // G, N).sum(dim=3)
@@ -307,7 +325,9 @@ def ssd_triton_backward(x, dt, A, B, C, D, h0, doc, y, final, gy, gfinal, *, chu
       • dC_l = Σ_{h∈g} H_lᵀ gy_l, H the forward state: the forward problem transposed (x = b, b = x).
       • the log-decays: with Acs the global cumsum of log a, ∂/∂Acs_t = gy_t·(y_t − D x_t) − X_t·dX_t
         (+ ⟨gfinal, final⟩ at t = T−1), and ∂/∂log a_k = Σ_{t≥k} ∂/∂Acs_t.
-    Every run accumulates in fp32 and writes fp32; returns fp32 grads cast to the inputs' dtypes.
+    Every run accumulates in fp32 and writes fp32; returns fp32 grads cast to the inputs' dtypes. The
+    reverse runs read rows backwards (nothing is flipped in memory) and B, C stay per group (the
+    transposed runs broadcast them as their x).
     """
     b, T, H, P = x.shape
     G, N = B.shape[-2:]
@@ -316,23 +336,20 @@ def ssd_triton_backward(x, dt, A, B, C, D, h0, doc, y, final, gy, gfinal, *, chu
     gfinal = torch.zeros_like(final) if gfinal is None else gfinal.float()
     la = dt.float() * A.float()  # (b, T, H) log a
     ones = torch.ones(b, T, H, device=x.device, dtype=f32)
-    # the reverse problem: time flipped, log-decay of reverse step j is log a_{T−j} (0 at j = 0)
+    # the reverse problems: reverse step j has log-decay log a_{T−j} (0 at j = 0), in reversed order
     la_rev = torch.cat([la.new_zeros(b, 1, H), la.flip(1)[:, :-1]], dim=1)
-    doc_rev = doc.flip(1) if doc is not None else None
-    gy_rev = gy.flip(1)
-    # 1. dX (b, T, H, P) and dh0
-    dX_rev, dh0_rev = ssd_triton_forward(gy_rev, ones, A, C.flip(1), B.flip(1), None, gfinal, doc_rev,
-                                         chunk=chunk, log_a=la_rev, out_dtype=f32)
-    dX = dX_rev.flip(1)
+    # 1. dX (b, T, H, P) and dh0: reverse scan, b ↔ c
+    dX, dh0_rev = ssd_triton_forward(gy, ones, A, C, B, None, gfinal, doc, chunk=chunk, log_a=la_rev,
+                                     out_dtype=f32, reverse=True)
     dh0 = dh0_rev * la[:, 0].exp()[..., None, None]
-    # 2. dB: reverse, transposed (state (N, P)); head outputs summed over each group
+    # 2. dB: reverse and transposed (x = c per group, b = gy, c = X per head; state (N, P)), summed per group
     X = x.float() * dt.float()[..., None]
-    dB_h, _ = ssd_triton_forward(_heads(C, H).flip(1), ones, A, gy_rev, X.flip(1).to(x.dtype), None,
-                                 gfinal.transpose(-1, -2), doc_rev, chunk=chunk, log_a=la_rev, out_dtype=f32)
-    dB = _group_sum(dB_h.flip(1), G)
-    # 3. dC: forward, transposed (x = b per head, b = x, c = gy, state Hᵀ)
-    dC_h, _ = ssd_triton_forward(_heads(B, H), dt, A, x, gy, None,
-                                 h0.transpose(-1, -2) if h0 is not None else None, doc, chunk=chunk, out_dtype=f32)
+    dB_h, _ = ssd_triton_forward(C, ones, A, gy, X.to(x.dtype), None, gfinal.transpose(-1, -2), doc,
+                                 chunk=chunk, log_a=la_rev, out_dtype=f32, reverse=True)
+    dB = _group_sum(dB_h, G)
+    # 3. dC: forward, transposed (x = b per group, b = x, c = gy, state Hᵀ)
+    dC_h, _ = ssd_triton_forward(B, dt, A, x, gy, None, h0.transpose(-1, -2) if h0 is not None else None,
+                                 doc, chunk=chunk, out_dtype=f32)
     dC = _group_sum(dC_h, G)
     # 4. the log-decays, then Δ, A, x, D
     ytil = y.float()

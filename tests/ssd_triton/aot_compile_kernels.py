@@ -44,12 +44,13 @@ def main(archs):
             pt = {"x_ptr": "*" + dt, "B_ptr": "*" + dt, "C_ptr": "*" + dt, "dt_ptr": "*" + dt, "y_ptr": "*" + dt,
                   "doc_ptr": "*i32"}
             ieee = dt == "fp32"
-            for has_doc in (False, True):
+            for has_doc, rev in ((False, False), (True, True)):  # the backward's reverse scans too
                 jobs.append((ts._chunk_state_fwd, pt, dict(Q=256, BLOCK_S=64, BLOCK_P=64, BLOCK_N=128,
-                                                           HAS_DOC=has_doc, IEEE=ieee, UPCAST=False)))
+                                                           HAS_DOC=has_doc, IEEE=ieee, UPCAST=False, REV=rev)))
                 jobs.append((ts._chunk_scan_fwd, pt, dict(Q=256, BLOCK_L=64, BLOCK_S=64, BLOCK_P=64, BLOCK_N=128,
-                                                          HAS_DOC=has_doc, HAS_D=True, IEEE=ieee, UPCAST=False)))
-            jobs.append((ts._state_pass_fwd, pt, dict(Q=256, BLOCK=1024, HAS_H0=True, HAS_DOC=True)))
+                                                          HAS_DOC=has_doc, HAS_D=True, IEEE=ieee, UPCAST=False,
+                                                          REV=rev)))
+            jobs.append((ts._state_pass_fwd, pt, dict(Q=256, BLOCK=1024, HAS_H0=True, HAS_DOC=True, REV=True)))
         jobs.append((td._conv_step_kernel, {"win_ptr": "*bf16", "x_ptr": "*bf16", "w_ptr": "*bf16",
                                             "bias_ptr": "*bf16", "out_ptr": "*bf16"},
                      dict(BLOCK_C=256, BLOCK_K=4, HAS_BIAS=True)))
