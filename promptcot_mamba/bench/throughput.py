@@ -109,7 +109,11 @@ def load_transformer(name_or_path: str, dtype: torch.dtype, device: str, seed: i
         with torch.device(device):
             model = Qwen2ForCausalLM(cfg)
         return model.to(dtype).eval()
-    return AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype).to(device).eval()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
+    except TypeError:  # transformers < 4.56 spells it torch_dtype
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, torch_dtype=dtype)
+    return model.to(device).eval()
 
 
 def kv_bytes_per_token(model) -> int:
