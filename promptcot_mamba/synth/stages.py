@@ -151,8 +151,9 @@ def concept_stats(in_path: Path, out_path: Path, cfg: SynthConfig, progress: boo
     from promptcot_mamba.synth.sampler import ConceptStats, normalize_concept
 
     lists = [r["concepts"] for r in done_records(in_path) if r.get("concepts")]
-    if not lists:
-        raise ValueError(f"{in_path}: no concept lists to build statistics from")
+    if not lists:  # every extraction failed: an empty stage, not a crash (the failures are recorded upstream)
+        write_jsonl_atomic(out_path, [])
+        return {"embedder": None, "dim": 0, "concepts": 0, "seed_lists": 0}
     stats = ConceptStats.from_lists(lists)
     embedder = make_embedder(cfg.embeddings.backend, cfg.embeddings.dim)
     emb = embedder.encode(stats.concepts)
@@ -176,6 +177,9 @@ def combos(in_path: Path, out_path: Path, cfg: SynthConfig, progress: bool = Tru
     from promptcot_mamba.synth.sampler import ConceptSampler, ConceptStats
 
     rows = list(done_records(in_path))
+    if not rows:
+        write_jsonl_atomic(out_path, [])
+        return {"requested": cfg.sampling.num_problems, "sampled": 0, "concepts": 0, "size": 0}
     stats = ConceptStats.from_rows(rows)
     emb = np.asarray([r["embedding"] for r in sorted(rows, key=lambda r: r["index"])], dtype=np.float64)
     s = cfg.sampling
