@@ -154,16 +154,17 @@ class ScriptedEndpoint:
 
 
 @contextlib.contextmanager
-def serve_in_thread(app, host: str = "127.0.0.1") -> Iterator[str]:
+def serve_in_thread(app, host: str = "127.0.0.1", lifespan: str = "off") -> Iterator[str]:
     """Run an ASGI app with uvicorn on a free port of `host` in a daemon thread; yields the base
-    URL (`http://host:port/v1`) and stops the server on exit."""
+    URL (`http://host:port/v1`) and stops the server on exit. `lifespan="on"` for apps that start
+    work in their lifespan (our `pcm serve` app starts its engine thread there)."""
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="error", access_log=False, lifespan="off",
+    config = uvicorn.Config(app, log_level="error", access_log=False, lifespan=lifespan,
                             timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
