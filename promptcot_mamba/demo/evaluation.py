@@ -36,7 +36,7 @@ class _MathOnly:
 
 def evaluate_client(client, items: Sequence[dict[str, Any]], *, samples: int, temperature: float, top_p: float,
                     max_tokens: int, seed: int, out_path: str | Path | None = None, grader=None,
-                    name: str = "demo") -> dict[str, Any]:
+                    name: str = "demo", progress: bool = False, desc: str = "evaluating") -> dict[str, Any]:
     """items: [{"problem", "answer"}]; returns {"accuracy" (0..1), "stderr", "n_problems", "n_samples",
     "verdicts", "solved_any", "mean_tokens", "truncation_rate"}.
 
@@ -56,8 +56,15 @@ def evaluate_client(client, items: Sequence[dict[str, Any]], *, samples: int, te
                                   metadata={"stage": "eval", "benchmark": name, "problem_id": p.problem_id,
                                             "problem": p.question, "answer": p.gold})
                 for i, p in enumerate(bench.problems)]
+    from tqdm.auto import tqdm
+
     t0 = time.perf_counter()
-    gens = client.generate(requests)
+    gens = []
+    chunk = 64  # requests per generate call: what the engine batches, and the progress granularity
+    with tqdm(total=len(requests), disable=not progress, desc=desc, unit="problem", leave=False) as bar:
+        for start in range(0, len(requests), chunk):
+            gens.extend(client.generate(requests[start:start + chunk]))
+            bar.update(min(chunk, len(requests) - start))
     per = (time.perf_counter() - t0) / max(1, len(requests) * samples)
     if len(gens) != len(requests) or any(len(g) != samples for g in gens):
         raise RuntimeError(f"client {backend!r} did not return {samples} samples for each of {len(requests)} "

@@ -82,6 +82,38 @@ def efficiency_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def synthesis_table(results: dict[str, Any]) -> str:
+    rows = results.get("synthesis_stages", [])
+    lines = ["| stage | in | done | failed | filtered |", "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['stage']} | {r['in']} | {r['done']} | {r['failed']} | {r['filtered']} |")
+    return "\n".join(lines)
+
+
+def accuracy_findings(results: dict[str, Any]) -> list[str]:
+    """Plain comparisons of the measured accuracies (stated whatever they show)."""
+    by = {(r["arch"], r["training"]): r for r in results.get("accuracy", [])}
+    archs = list(dict.fromkeys(r["arch"] for r in results.get("accuracy", [])))
+    out = []
+    for arch in archs:
+        full, p1, init = by.get((arch, "phase 1 + phase 2")), by.get((arch, "phase 1 only")), by.get((arch, "untrained"))
+        if full and init:
+            out.append(f"{arch} after both phases scores {_pct(full.get('foundational'))}% on held-out foundational "
+                       f"problems against {_pct(init.get('foundational'))}% untrained.")
+        if full and p1:
+            d = (full.get("composed") or 0) - (p1.get("composed") or 0)
+            out.append(f"{arch}: phase 2 changes composed accuracy from {_pct(p1.get('composed'))}% to "
+                       f"{_pct(full.get('composed'))}% ({'+' if d >= 0 else '−'}{abs(100 * d):.1f} points) and "
+                       f"foundational from {_pct(p1.get('foundational'))}% to {_pct(full.get('foundational'))}%.")
+    if len(archs) >= 2:
+        a, b = (by.get((x, "phase 1 + phase 2")) for x in archs[:2])
+        if a and b:
+            out.append(f"Same data, same steps, about the same size: {archs[0]} {_pct(a.get('foundational'))}% / "
+                       f"{_pct(a.get('composed'))}% vs {archs[1]} {_pct(b.get('foundational'))}% / "
+                       f"{_pct(b.get('composed'))}% (foundational / composed).")
+    return out
+
+
 def tables_text(results: dict[str, Any]) -> str:
     """The tables that must be identical across two runs with the same seed (no timings)."""
     return "\n\n".join([accuracy_table(results), ablation_table(results)])
@@ -223,11 +255,19 @@ def render_markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
     for key, val in data.items():
         L.append(f"- **{key}**: {val}")
     L.append("")
+    if results.get("synthesis_stages"):
+        L.append("Records through the PromptCoT stages (synth/stages.py; the procedural client plays the LLM):")
+        L.append("")
+        L.append(synthesis_table(results))
+        L.append("")
     L.append("## Table 1 — held-out accuracy")
     L.append("")
     L.append(accuracy_table(results))
     L.append("")
     L.append(f"Protocol: {proto.get('description', '')}")
+    L.append("")
+    for line in accuracy_findings(results):
+        L.append(f"- {line}")
     L.append("")
     L.append("## Table 2 — ablation: phase 2 removed")
     L.append("")
