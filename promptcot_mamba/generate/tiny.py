@@ -4,9 +4,9 @@
 safetensors, tokenizer.json, tokenizer_config.json with the ChatML template), so `pcm serve --model
 folder` and `Mamba2LM.from_pretrained(folder)` take it like any other. The tokenizer is a byte-level
 BPE trained on a few sentences with the chat and reasoning special tokens. The embeddings are drawn
-with a large spread and the head untied, so that the random model's next-token distributions are
-peaked without repeating the input token: greedy outputs
-then do not hinge on float rounding, which makes batched-versus-alone comparisons meaningful.
+with a large spread and the head is untied, so the random model's next-token distributions are
+peaked without merely repeating the input token: greedy outputs then do not hinge on float rounding,
+which makes batched-versus-alone comparisons meaningful.
 """
 
 from __future__ import annotations
