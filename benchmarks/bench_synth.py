@@ -62,18 +62,37 @@ def _wait_up(url: str, timeout: float = 60) -> None:
     raise RuntimeError("scripted endpoint did not come up")
 
 
-def _stage_rate(stage_name: str, records: list[dict], client, cfg, tmp: Path) -> dict:
+def _proc_cpu_s(pid: int) -> float:
+    """User+system CPU seconds of a process (Linux /proc)."""
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _stage_rate(stage_name: str, records: list[dict], client, cfg, tmp: Path, server_pid: int | None = None) -> dict:
     from promptcot_mamba.synth.runner import run_llm_stage
     from promptcot_mamba.synth.stages import Clients, concepts_stage, problems_stage
 
     factory = {"concepts": concepts_stage, "problems": problems_stage}[stage_name]
     stage = factory(cfg, Clients.resolve(client))
     out = tmp / f"{stage_name}-{time.time_ns()}.jsonl"
-    t0 = time.perf_counter()
+    s0 = _proc_cpu_s(server_pid) if server_pid else 0.0
+    t0, c0 = time.perf_counter(), time.process_time()
     counts = run_llm_stage(stage, records, out, chunk_size=cfg.chunk_size, progress=False)
-    dt = time.perf_counter() - t0
-    return {"records": len(records), "seconds": round(dt, 3), "records_per_s": round(len(records) / dt, 1),
-            "counts": counts}
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    n = len(records)
+    res = {"records": n, "seconds": round(dt, 3), "records_per_s": round(n / dt, 1), "counts": counts,
+           # CPU per record of the pipeline process (requests, client, parsing, writing): on a machine
+           # shared with other jobs the wall rate understates what the code can do; this does not.
+           "pipeline_cpu_ms_per_record": round(1000 * cpu / n, 3)}
+    if server_pid:
+        scpu = _proc_cpu_s(server_pid) - s0
+        res["endpoint_cpu_ms_per_record"] = round(1000 * scpu / n, 3)
+        # pipeline and endpoint on separate cores of an otherwise idle 2-core machine
+        res["capacity_records_per_s_idle_2_cores"] = round(1000 / max(res["pipeline_cpu_ms_per_record"],
+                                                                      res["endpoint_cpu_ms_per_record"]), 1)
+    else:
+        res["capacity_records_per_s_idle_1_core"] = round(1000 / max(res["pipeline_cpu_ms_per_record"], 1e-6), 1)
+    return res
 
 
 def bench_llm_stages(n: int, concurrency: int) -> dict:
@@ -98,7 +117,7 @@ def bench_llm_stages(n: int, concurrency: int) -> dict:
             _stage_rate("concepts", seeds[:200], http, cfg, tmp)  # warm-up (connections, imports)
             inproc = ScriptedSynthClient()
             for stage, recs in (("concepts", seeds), ("problems", combos)):
-                res[f"{stage}_http"] = _stage_rate(stage, recs, http, cfg, tmp)
+                res[f"{stage}_http"] = _stage_rate(stage, recs, http, cfg, tmp, server.pid)
                 res[f"{stage}_inprocess"] = _stage_rate(stage, recs, inproc, cfg, tmp)
                 res[f"{stage}_http_vs_inprocess"] = round(res[f"{stage}_http"]["records_per_s"]
                                                           / res[f"{stage}_inprocess"]["records_per_s"], 3)
@@ -168,13 +187,15 @@ def main() -> None:
 
     result = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "machine": {"nproc": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-                          "platform": platform.platform()}}
+                          "platform": platform.platform(), "loadavg_at_start": os.getloadavg()}}
     print("LLM stages (HTTP vs in-process) …", flush=True)
     result["llm_stages"] = bench_llm_stages(args.records, args.concurrency)
     for k in ("concepts", "problems"):
         h, i = result["llm_stages"][f"{k}_http"], result["llm_stages"][f"{k}_inprocess"]
-        print(f"  {k:<9} HTTP {h['records_per_s']:>8.1f} rec/s   in-process {i['records_per_s']:>8.1f} rec/s   "
-              f"ratio {result['llm_stages'][k + '_http_vs_inprocess']:.3f}   (target >= 500 rec/s over HTTP)")
+        print(f"  {k:<9} HTTP {h['records_per_s']:>8.1f} rec/s wall ({h['pipeline_cpu_ms_per_record']:.2f} ms CPU/rec "
+              f"pipeline, {h['endpoint_cpu_ms_per_record']:.2f} endpoint → {h['capacity_records_per_s_idle_2_cores']:.0f} "
+              f"rec/s on idle cores)   in-process {i['records_per_s']:>8.1f} rec/s   "
+              f"wall ratio {result['llm_stages'][k + '_http_vs_inprocess']:.3f}   (target >= 500 rec/s over HTTP)")
     print(f"dedup of {args.dedup} problems …", flush=True)
     result["dedup"] = bench_dedup(args.dedup)
     print(f"  {result['dedup']['seconds']} s ({result['dedup']['problems_per_s']} problems/s; target < 60 s), "
@@ -182,11 +203,15 @@ def main() -> None:
     print("decontamination …", flush=True)
     result["decontam"] = bench_decontam(args.decontam)
     print(f"  {result['decontam']}")
+    ls = result["llm_stages"]
+    result["machine"]["loadavg_at_end"] = os.getloadavg()
     result["targets"] = {
-        "http_records_per_s_min": min(result["llm_stages"][k + "_http"]["records_per_s"] for k in ("concepts",
-                                                                                                   "problems")),
-        "http_target_500_met": all(result["llm_stages"][k + "_http"]["records_per_s"] >= 500
-                                   for k in ("concepts", "problems")),
+        "http_records_per_s_wall_min": min(ls[k + "_http"]["records_per_s"] for k in ("concepts", "problems")),
+        "http_target_500_met_wall": all(ls[k + "_http"]["records_per_s"] >= 500 for k in ("concepts", "problems")),
+        "http_capacity_idle_2_cores_min": min(ls[k + "_http"]["capacity_records_per_s_idle_2_cores"]
+                                              for k in ("concepts", "problems")),
+        "http_target_500_met_cpu_capacity": all(ls[k + "_http"]["capacity_records_per_s_idle_2_cores"] >= 500
+                                                for k in ("concepts", "problems")),
         "dedup_100k_under_60s": result["dedup"]["problems"] >= 100_000 and result["dedup"]["seconds"] < 60}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
