@@ -2,8 +2,9 @@
 
 Both run the same random weights (our `save_pretrained` folder, loaded by `Mamba2ForCausalLM`), fp32,
 greedy, the same prompts (16 tokens) and the same number of new tokens, with the same torch thread
-count. Each measurement runs in its own subprocess so its peak RSS is its own. Numbers on a shared CPU
-are noisy: read the ratios, which are measured in the same run.
+count. An extra `ours-bf16` series (bf16 weights, fp32 state) shows what the CPU's bf16 GEMMs add;
+it is not part of the comparison. Each measurement runs in its own subprocess so its peak RSS is its
+own. Numbers on a shared CPU are noisy: read the ratios, which are measured in the same run.
 
     python benchmarks/bench_decode.py [--new-tokens 32] [--batches 1,2,4,8,16,32,64] [--hf-batches 1,4,16]
 writes benchmarks/results/decode-cpu.json
@@ -52,6 +53,7 @@ def worker(args) -> dict:
 
         engine = Engine.from_pretrained(args.folder, EngineConfig(max_slots=args.slots, prefix_cache_gb=0,
                                                                   decode_on_pool=args.worker == "ours-pool"),
+                                        dtype="bfloat16" if args.worker == "ours-bf16" else "float32",
                                         require_tokenizer=False)
 
         def run(n):
@@ -83,6 +85,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batches", default="1,2,4,8,16,32,64")
     ap.add_argument("--hf-batches", default="1,4,16")
+    ap.add_argument("--bf16-batches", default="1,16,64",
+                    help="also run our engine with bf16 weights (fp32 state) at these batches; not compared to hf")
     ap.add_argument("--config", default="mamba2-130m")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/decode-cpu.json"))
     args = ap.parse_args()
@@ -119,6 +123,8 @@ def main() -> int:
         rows.append(measure("ours", b))
         if b in hf_b:
             rows.append(measure("hf", b))
+        if b in [int(x) for x in args.bf16_batches.split(",") if x]:
+            rows.append(measure("ours-bf16", b))
     rows.append(measure("ours-pool", 8))  # the whole 64-slot pool stepped for 8 sequences (design check)
 
     def tps(system, b):
@@ -139,6 +145,9 @@ def main() -> int:
         "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
         "rows": rows,
         "ratio_ours_over_hf": ratios,
+        "ours_bf16_over_fp32": {str(b): tps("ours-bf16", b) / tps("ours", b)
+                                for b in [int(x) for x in args.bf16_batches.split(",") if x]
+                                if tps("ours-bf16", b) and tps("ours", b)},
         "ours_pool_vs_packed_batch8": (tps("ours-pool", 8) / tps("ours", 8)) if tps("ours", 8) else None,
         "greedy_tokens_agree_with_hf": same,
     }

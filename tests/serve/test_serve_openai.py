@@ -202,3 +202,23 @@ def test_full_queue_answers_429_and_shutdown_cancels_in_flight(model):
         first_cm.__exit__(None, None, None)
         c.close()
     assert engine.num_running == 0
+
+
+def test_batched_prompts_and_token_id_prompts(client, model):
+    ids = model.tokenizer.encode("hello world")
+    r = client.completions.create(model="tiny", prompt=["Let x be", "hello world"], n=2, max_tokens=6, temperature=0)
+    assert [c.index for c in r.choices] == [0, 1, 2, 3]
+    alone = client.completions.create(model="tiny", prompt="hello world", max_tokens=6, temperature=0).choices[0].text
+    by_ids = client.completions.create(model="tiny", prompt=ids, max_tokens=6, temperature=0).choices[0].text
+    assert r.choices[2].text == r.choices[3].text == alone == by_ids
+    echoed = client.completions.create(model="tiny", prompt="hello world", max_tokens=6, temperature=0, echo=True)
+    assert echoed.choices[0].text == "hello world" + alone
+
+
+def test_metrics_report_engine_state(server):
+    text = httpx.get(server.url + "/metrics").text
+    for name in ("pcm_queue_depth", "pcm_running_sequences", "pcm_tokens_per_second", "pcm_state_memory_bytes",
+                 "pcm_generated_tokens_total", "pcm_requests_total"):
+        assert name in text, name
+    line = next(x for x in text.splitlines() if x.startswith("pcm_state_memory_bytes"))
+    assert float(line.split()[-1]) == server.engine.state_bytes
