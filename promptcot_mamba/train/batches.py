@@ -32,6 +32,7 @@ class MicroBatch:
     seq_idx: Tensor | None  # (b, T) int32 document ids, packed rows only
     n_tokens: int  # real (non-pad) positions
     n_loss: int  # labelled positions
+    label_index: Tensor | None = None  # (n_loss,) flat indices b·T of the labelled positions
 
 
 def example_arrays(ex: Example) -> tuple[np.ndarray, np.ndarray]:
@@ -142,6 +143,7 @@ class BatchStream:
                 pos += len(a)
             if doc is not None:
                 doc[r, pos:] = len(p)  # padding is its own document
-        n_loss = int((labels != IGNORE).sum())
+        label_index = np.flatnonzero(labels.reshape(-1) != IGNORE)
         return MicroBatch(torch.from_numpy(ids), torch.from_numpy(labels),
-                          torch.from_numpy(doc) if doc is not None else None, sum(lengths), n_loss)
+                          torch.from_numpy(doc) if doc is not None else None, sum(lengths), len(label_index),
+                          torch.from_numpy(label_index))

@@ -130,7 +130,7 @@ def transformer_blocks(model: nn.Module) -> nn.ModuleList:
 
 
 def logits_of(model: nn.Module, batch: MicroBatch, mamba: bool) -> Tensor:
-    """(b, T, V) logits of a micro-batch."""
+    """(b, T, V) logits of a micro-batch (all positions; tests and evaluation use this)."""
     if mamba:
         return model(batch.input_ids, seq_idx=batch.seq_idx).logits
     if batch.seq_idx is not None:
@@ -145,6 +145,43 @@ def token_losses(logits: Tensor, labels: Tensor) -> Tensor:
     V = logits.shape[-1]
     return F.cross_entropy(logits.reshape(-1, V).float(), labels.reshape(-1), ignore_index=IGNORE,
                            reduction="sum")
+
+
+class SFTObjective(nn.Module):
+    """The training objective around the pure model: Σ next-token losses of a micro-batch.
+
+    For Mamba2LM the LM head and the cross-entropy run only at labelled positions (completion and
+    closing tokens): prompt positions never need logits, and at V = 50k the head is a large share
+    of a small model's FLOPs. The positions come pre-computed from the host (`label_index`), so
+    there is no host sync. This module is the root that FSDP2 and DDP wrap, so the root's
+    parameters (embeddings, final norm, head) are gathered around this forward.
+    """
+
+    def __init__(self, lm: nn.Module):
+        super().__init__()
+        self.lm = lm
+        self.mamba = is_mamba(lm)
+
+    def forward(self, input_ids: Tensor, labels: Tensor, seq_idx: Tensor | None = None,
+                label_index: Tensor | None = None) -> Tensor:
+        if not self.mamba:
+            if seq_idx is not None:
+                raise RecipeError("packing needs a model that resets at document boundaries (Mamba2LM); "
+                                  "set packing: false for a transformers model")
+            return token_losses(self.lm(input_ids=input_ids, use_cache=False).logits, labels)
+        # Mamba2LM.forward, minus the logits of unlabelled positions (same modules, same order)
+        bb = self.lm.backbone
+        h = bb.embeddings(input_ids)  # (b, T, d)
+        for block in bb.layers:
+            h, _, _ = block(h, seq_idx)
+        flat_labels = labels.reshape(-1)
+        h = h.reshape(-1, h.shape[-1])  # (b·T, d)
+        if label_index is not None:
+            h = h.index_select(0, label_index)  # (n_loss, d)
+            flat_labels = flat_labels.index_select(0, label_index)
+        h = bb.norm_f(h.to(bb.norm_f.weight.dtype))
+        logits = self.lm.lm_head(h.to(self.lm.lm_head.weight.dtype))  # (n_loss, V)
+        return token_losses(logits, flat_labels)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -39,7 +39,7 @@ def _canon(name: str) -> str:
     # DDP, compile or checkpoint wrappers insert these into parameter names
     for junk in ("_checkpoint_wrapped_module.", "_orig_mod.", "_fsdp_wrapped_module."):
         name = name.replace(junk, "")
-    return name.removeprefix("module.")
+    return name.removeprefix("module.")  # the optimizer is built after DDP wrapping
 
 
 def lr_factor(step: int, spec: OptimizerSpec, total_steps: int) -> float:

@@ -26,14 +26,13 @@ from promptcot_mamba.train.checkpoint import CheckpointManager, atomic_write_jso
 from promptcot_mamba.train.examples import build_phase_examples, steps_for
 from promptcot_mamba.train.metrics import MetricsLogger
 from promptcot_mamba.train.models import (
+    SFTObjective,
     build_model,
     count_parameters,
     export_hf,
     fresh_like,
     is_mamba,
     load_full_state,
-    logits_of,
-    token_losses,
     transformer_blocks,
 )
 from promptcot_mamba.train.optim import build_optimizer, build_scheduler, no_decay_names
@@ -126,8 +125,10 @@ class PhaseTrainer:
             raise TrainingError(f"phase {phase.name!r}: packing needs Mamba2LM (document resets); "
                                 "a transformers model trains with packing: false")
         n_params = count_parameters(model)
+        lm = model  # the pure model (exported at the end); `model` becomes the wrapped objective
+        model = SFTObjective(lm)
         no_decay = no_decay_names(model)
-        blocks = transformer_blocks(model)
+        blocks = transformer_blocks(lm)
         compute_dtype = resolve_precision(run, d.device)
         if run.activation_checkpointing:
             apply_activation_checkpointing(blocks)
@@ -141,7 +142,6 @@ class PhaseTrainer:
             autocast = False  # FSDP2's MixedPrecisionPolicy casts the parameters instead
         elif d.distributed and run.strategy == "ddp":
             model = apply_ddp(model, d)
-        inner = model.module if hasattr(model, "module") else model
         optimizer = build_optimizer(model, phase.optimizer, no_decay)
         scheduler = build_scheduler(optimizer, phase.optimizer, total)
 
@@ -177,19 +177,17 @@ class PhaseTrainer:
             scale = d.world / max(n_loss, 1)  # FSDP/DDP average gradients over ranks; undo that
             for i, rows_mb in enumerate(micro):
                 mb = stream.collate(rows_mb)
-                mb.input_ids = mb.input_ids.to(d.device, non_blocking=True)
-                mb.labels = mb.labels.to(d.device, non_blocking=True)
-                if mb.seq_idx is not None:
-                    mb.seq_idx = mb.seq_idx.to(d.device, non_blocking=True)
+                dev = [None if t is None else t.to(d.device, non_blocking=True)
+                       for t in (mb.input_ids, mb.labels, mb.seq_idx, mb.label_index)]
                 sync = contextlib.nullcontext()
                 if d.distributed and run.strategy == "ddp" and i < len(micro) - 1:
                     sync = model.no_sync()
-                with sync, torch.autocast(d.device.type, dtype=compute_dtype, enabled=autocast):
-                    logits = logits_of(model, mb, mamba)
-                    loss = token_losses(logits, mb.labels)
-                (loss * scale).backward()
+                with sync:
+                    with torch.autocast(d.device.type, dtype=compute_dtype, enabled=autocast):
+                        loss = model(*dev)  # Σ token losses of this micro-batch
+                    (loss * scale).backward()
                 loss_sum += loss.detach()
-                del logits, loss
+                del loss
             all_reduce_sum(loss_sum, d)
             gnorm = grad_norm_and_clip(model, phase.optimizer.grad_clip)
             mean_loss = loss_sum / max(n_loss, 1)
@@ -232,9 +230,10 @@ class PhaseTrainer:
         if d.is_main:
             tmp = pdir / ".tmp-hf"
             shutil.rmtree(tmp, ignore_errors=True)
-            target = inner
-            if d.distributed:
-                target = load_full_state(fresh_like(inner), state)
+            target = lm
+            if d.distributed:  # the gathered objective state: "lm.<name>" → "<name>"
+                full = {k.removeprefix("lm."): v for k, v in state.items()}
+                target = load_full_state(fresh_like(lm), full)
             export_hf(target, self.tokenizer, tmp)
             shutil.rmtree(export, ignore_errors=True)
             tmp.rename(export)
@@ -246,7 +245,7 @@ class PhaseTrainer:
                                "final_loss": last_loss, "skipped_steps": skipped})
         barrier(d)
         res = PhaseResult(**json.loads(done.read_text()))
-        del model, optimizer
+        del model, lm, optimizer
         return res
 
 

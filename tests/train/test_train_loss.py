@@ -10,7 +10,7 @@ from promptcot_mamba.train.adapters import Pair
 from promptcot_mamba.train.batches import IGNORE, BatchStream
 from promptcot_mamba.train.byte_tokenizer import byte_tokenizer
 from promptcot_mamba.train.examples import Renderer
-from promptcot_mamba.train.models import build_model, logits_of, token_losses
+from promptcot_mamba.train.models import SFTObjective, build_model, logits_of, token_losses
 from promptcot_mamba.train.recipe import ModelSpec
 
 
@@ -91,3 +91,20 @@ def test_packed_documents_do_not_see_each_other():
         single = logits_of(model, alone, True)
     n0 = len(exs[0].ids) - 1
     torch.testing.assert_close(both[0, n0: n0 + single.shape[1]], single[0], rtol=1e-4, atol=1e-5)
+
+
+def test_objective_runs_the_head_only_where_labels_are_and_matches_full_logits():
+    tok, exs = _examples(4)
+    model = _model(tok)
+    obj = SFTObjective(model)
+    for packing in (False, True):
+        s = BatchStream(exs, max_length=256, global_batch=4, seed=0, packing=packing)
+        mb = s.collate(s.global_batch_rows(0))
+        assert mb.label_index.numel() == mb.n_loss == s.loss_tokens(s.global_batch_rows(0))
+        full = token_losses(logits_of(model, mb, True), mb.labels)
+        fast = obj(mb.input_ids, mb.labels, mb.seq_idx, mb.label_index)
+        torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
+        g_full = torch.autograd.grad(full, list(model.parameters()), allow_unused=True)
+        g_fast = torch.autograd.grad(fast, list(model.parameters()), allow_unused=True)
+        for a, b in zip(g_full, g_fast):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)

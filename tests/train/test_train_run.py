@@ -97,7 +97,9 @@ def test_transformers_model_trains_through_the_same_recipe(tmp_path):
 
 
 def test_non_finite_steps_are_skipped_counted_and_bounded(tmp_path, monkeypatch):
-    real = trainer_mod.token_losses
+    from promptcot_mamba.train import models as models_mod
+
+    real = models_mod.token_losses
     calls = {"n": 0}
 
     def flaky(logits, labels):
@@ -105,7 +107,7 @@ def test_non_finite_steps_are_skipped_counted_and_bounded(tmp_path, monkeypatch)
         loss = real(logits, labels)
         return loss * float("nan") if calls["n"] in (3, 4) else loss  # micro-batches of steps 3 and 4
 
-    monkeypatch.setattr(trainer_mod, "token_losses", flaky)
+    monkeypatch.setattr(models_mod, "token_losses", flaky)
     res = run_recipe(tiny_recipe(steps=(8,)), tmp_path / "nan", progress=False)
     rows = read_metrics(res.metrics_path)
     assert [r["loss"] is None for r in rows] == [False, False, True, True, False, False, False, False]
@@ -113,7 +115,7 @@ def test_non_finite_steps_are_skipped_counted_and_bounded(tmp_path, monkeypatch)
     assert all(r["loss"] is None or r["loss"] == r["loss"] for r in rows)
 
     calls["n"] = 0
-    monkeypatch.setattr(trainer_mod, "token_losses", lambda lg, lb: real(lg, lb) * float("inf"))
+    monkeypatch.setattr(models_mod, "token_losses", lambda lg, lb: real(lg, lb) * float("inf"))
     with pytest.raises(TrainingError, match="max_bad_steps"):
         run_recipe(tiny_recipe(steps=(8,), max_bad_steps=3), tmp_path / "inf", progress=False)
     events = [json.loads(x) for x in (tmp_path / "inf" / "events.jsonl").read_text().splitlines()]
