@@ -135,18 +135,18 @@ def plot_losses(losses: dict[str, list[dict]], path: Path) -> Path:
     """Training loss per step, one line per model, phase boundaries marked."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
+    marked: set[int] = set()
     for label, rows in losses.items():
         rows = [r for r in rows if r.get("loss") is not None]
         if not rows:
             continue
-        line, = ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=label, lw=1.2)
-        prev = None
-        for r in rows:
-            if prev is not None and r["phase"] != prev["phase"]:
-                ax.axvline(prev["step"], color=line.get_color(), ls=":", lw=1)
-                ax.text(prev["step"], ax.get_ylim()[1] if False else max(x["loss"] for x in rows) * 0.9,
-                        f" {r['phase']} →", color=line.get_color(), fontsize=8)
-            prev = r
+        ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=label, lw=1.2)
+        top = max(r["loss"] for r in rows)
+        for prev, r in zip(rows, rows[1:]):
+            if r["phase"] != prev["phase"] and prev["step"] not in marked:  # one marker per boundary
+                marked.add(prev["step"])
+                ax.axvline(prev["step"], color="gray", ls=":", lw=1)
+                ax.text(prev["step"], top * 0.8, f" phase 2: {r['phase']} →", color="gray", fontsize=8)
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss (nats / response token)")
