@@ -157,7 +157,12 @@ def test_tokenizer_splits_digits_and_keeps_special_tokens_whole(tmp_path):
 def test_efficiency_mamba_state_is_flat_and_kv_cache_grows():
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from promptcot_mamba.demo.efficiency import measure_mamba, measure_transformer, memory_grows, memory_is_flat
+    from promptcot_mamba.demo.efficiency import (
+        measure_mamba,
+        measure_transformer,
+        memory_grows,
+        memory_is_flat,
+    )
     from promptcot_mamba.model.config import Mamba2Config
     from promptcot_mamba.model.lm import Mamba2LM
 
@@ -238,3 +243,20 @@ def test_matched_baseline_is_close_in_parameters():
     cfg = transformers.LlamaConfig(vocab_size=384, **spec["config"])
     n = sum(p.numel() for p in transformers.LlamaForCausalLM(cfg).parameters())
     assert abs(n - 470_000) / 470_000 < 0.03
+
+
+def test_run_folder_is_refused_unless_empty_or_a_previous_demo(tmp_path):
+    from promptcot_mamba.cli import main
+    from promptcot_mamba.demo.pipeline import _fresh_run_folder
+
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["demo", "--quick", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    run = tmp_path / "run"
+    _fresh_run_folder(run)
+    (run / "train").mkdir()
+    (run / "results.json").write_text("{}")
+    (run / "keep.txt").write_text("x")
+    _fresh_run_folder(run)
+    assert not (run / "train").exists() and not (run / "results.json").exists()
+    assert (run / "keep.txt").exists() and (run / ".pcm-demo").exists()
