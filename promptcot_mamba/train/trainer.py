@@ -142,7 +142,8 @@ class PhaseTrainer:
             autocast = False  # FSDP2's MixedPrecisionPolicy casts the parameters instead
         elif d.distributed and run.strategy == "ddp":
             model = apply_ddp(model, d)
-        optimizer = build_optimizer(model, phase.optimizer, no_decay)
+        optimizer = build_optimizer(model, phase.optimizer, no_decay,
+                                    fused=not (d.distributed and run.strategy == "fsdp2"))
         scheduler = build_scheduler(optimizer, phase.optimizer, total)
 
         # resume ----------------------------------------------------------------------------

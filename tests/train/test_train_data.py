@@ -146,3 +146,24 @@ def test_packing_layout_and_determinism():
     # every example appears once per epoch
     epoch = [i for row in s.rows_of_epoch(0) for i in row]
     assert sorted(epoch) == list(range(12))
+
+
+def test_hf_datasets_local_or_a_clear_error(tmp_path):
+    import importlib.util
+
+    from promptcot_mamba.train.recipe import DatasetSpec
+    from promptcot_mamba.train.sources import DataError, preflight, read_records
+
+    if importlib.util.find_spec("datasets") is None:
+        spec = DatasetSpec(kind="hf", name="nvidia/OpenMathReasoning", split="cot")
+        with pytest.raises(DataError, match=r"promptcot-mamba\[train\]"):
+            preflight([("phases[0].datasets[0]", spec)])
+        with pytest.raises(DataError, match="datasets"):
+            list(read_records(spec))
+        return
+    import datasets
+
+    datasets.Dataset.from_list([OMR, dict(OMR, problem="Compute 5.")]).save_to_disk(str(tmp_path / "omr"))
+    spec = DatasetSpec(kind="hf", path=str(tmp_path / "omr"), schema="openmathreasoning")
+    recs = list(read_records(spec))
+    assert [adapt(r, "openmathreasoning").prompt.split("\n")[0] for r in recs] == ["Compute 2+2.", "Compute 5."]

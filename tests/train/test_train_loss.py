@@ -108,3 +108,24 @@ def test_objective_runs_the_head_only_where_labels_are_and_matches_full_logits()
         g_fast = torch.autograd.grad(fast, list(model.parameters()), allow_unused=True)
         for a, b in zip(g_full, g_fast):
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    from promptcot_mamba.train.models import transformer_blocks
+    from promptcot_mamba.train.parallel import apply_activation_checkpointing
+
+    tok, exs = _examples(4)
+    s = BatchStream(exs, max_length=256, global_batch=4, seed=0, packing=True)
+    mb = s.collate(s.global_batch_rows(0))
+    grads = []
+    for ac in (False, True):
+        model = _model(tok)
+        if ac:
+            apply_activation_checkpointing(transformer_blocks(model))
+        loss = SFTObjective(model)(mb.input_ids, mb.labels, mb.seq_idx, mb.label_index)
+        loss.backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+        if ac:  # names and state-dict keys are untouched by the wrapping
+            assert set(model.state_dict()) == set(_model(tok).state_dict())
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
