@@ -3,8 +3,8 @@ and not) against the in-process engine on the same 16 prompts, at the ~130M shap
 
 The model folder holds random ~130M weights and the tiny test tokenizer (the engine samples only ids
 the tokenizer knows, in both paths alike). The server runs as its own `pcm serve` process, as users
-run it; the in-process runs happen before and after it and are averaged, to cancel drift on a shared
-CPU. Writes benchmarks/results/server-cpu.json.
+run it; in-process, streamed and non-streamed runs alternate for a few rounds and the medians are
+compared, so drift on a shared CPU hits all three alike. Writes benchmarks/results/server-cpu.json.
 
     python benchmarks/bench_server.py [--batch 16] [--new-tokens 48] [--config mamba2-130m]
 """
@@ -18,6 +18,7 @@ import os
 import platform
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,17 +34,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def prompts_for(tok, batch: int) -> list[str]:
+def prompts_for(batch: int) -> list[str]:
     return [f"Problem {i}: let x be a real number such that x + {i} = {2 * i + 1}." for i in range(batch)]
 
 
-def in_process(folder: Path, texts: list[str], n: int, threads: int) -> dict:
-    import torch
+def in_process(engine, texts: list[str], n: int) -> dict:
+    from promptcot_mamba.generate import SamplingParams
 
-    from promptcot_mamba.generate import Engine, EngineConfig, SamplingParams
-
-    torch.set_num_threads(threads)
-    engine = Engine.from_pretrained(folder, EngineConfig(max_slots=len(texts), prefix_cache_gb=0))
     ids = [engine.tokenizer.encode(t) for t in texts]
     sp = SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True)
     engine.generate(ids, SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True))  # warm-up
@@ -89,6 +86,7 @@ def main() -> int:
     ap.add_argument("--new-tokens", type=int, default=48)
     ap.add_argument("--config", default="mamba2-130m")
     ap.add_argument("--threads", type=int, default=1, help="torch threads, the same in both paths")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/server-cpu.json"))
     args = ap.parse_args()
 
@@ -104,11 +102,12 @@ def main() -> int:
     model.tokenizer = build_tiny_tokenizer()
     model.save_pretrained(folder)
     del model
-    texts = prompts_for(None, args.batch)
+    texts = prompts_for(args.batch)
 
-    before = in_process(folder, texts, args.new_tokens, args.threads)
-    print(f"in-process (before): {before['tokens_per_s']:.2f} tokens/s", flush=True)
+    from promptcot_mamba.generate import Engine, EngineConfig
 
+    torch.set_num_threads(args.threads)
+    engine = Engine.from_pretrained(folder, EngineConfig(max_slots=args.batch, prefix_cache_gb=0))
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen([sys.executable, "-m", "promptcot_mamba", "serve", "--model", str(folder), "--port",
@@ -116,6 +115,7 @@ def main() -> int:
                              "--prefix-cache-gb", "0", "--threads", str(args.threads)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     url = f"http://127.0.0.1:{port}"
+    runs: dict[str, list[dict]] = {"in_process": [], "http_streamed": [], "http_non_streamed": []}
     try:
         import httpx
 
@@ -129,30 +129,29 @@ def main() -> int:
             if time.monotonic() > deadline:
                 raise RuntimeError("pcm serve did not come up")
             time.sleep(0.2)
-        streamed = asyncio.run(through_http(url, texts, args.new_tokens, stream=True))
-        print(f"HTTP streamed:       {streamed['tokens_per_s']:.2f} tokens/s", flush=True)
-        plain = asyncio.run(through_http(url, texts, args.new_tokens, stream=False))
-        print(f"HTTP non-streamed:   {plain['tokens_per_s']:.2f} tokens/s", flush=True)
+        # interleaved rounds: drift of a shared CPU hits all three paths alike; report medians
+        for r in range(args.rounds):
+            runs["in_process"].append(in_process(engine, texts, args.new_tokens))
+            runs["http_streamed"].append(asyncio.run(through_http(url, texts, args.new_tokens, stream=True)))
+            runs["http_non_streamed"].append(asyncio.run(through_http(url, texts, args.new_tokens, stream=False)))
+            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]['tokens_per_s']:.2f}" for k, v in runs.items())
+                  + " tokens/s", flush=True)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
 
-    after = in_process(folder, texts, args.new_tokens, args.threads)
-    print(f"in-process (after):  {after['tokens_per_s']:.2f} tokens/s", flush=True)
-    engine_tps = (before["tokens_per_s"] + after["tokens_per_s"]) / 2
-    same = streamed["texts"] == before["texts"] == plain["texts"]
+    med = {k: statistics.median(x["tokens_per_s"] for x in v) for k, v in runs.items()}
+    same = all(x["texts"] == runs["in_process"][0]["texts"] for v in runs.values() for x in v)
     result = {
         "benchmark": "tokens/s through the HTTP API (pcm serve) vs the in-process engine",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"nproc": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
                     "threads": args.threads, "load_avg_at_start": os.getloadavg()},
         "config": args.config, "batch": args.batch, "new_tokens": args.new_tokens,
-        "in_process_tokens_per_s": {"before": before["tokens_per_s"], "after": after["tokens_per_s"],
-                                    "mean": engine_tps},
-        "http_streamed_tokens_per_s": streamed["tokens_per_s"],
-        "http_non_streamed_tokens_per_s": plain["tokens_per_s"],
-        "ratio_http_streamed_over_engine": streamed["tokens_per_s"] / engine_tps,
-        "ratio_http_non_streamed_over_engine": plain["tokens_per_s"] / engine_tps,
+        "rounds": {k: [x["tokens_per_s"] for x in v] for k, v in runs.items()},
+        "median_tokens_per_s": med,
+        "ratio_http_streamed_over_engine": med["http_streamed"] / med["in_process"],
+        "ratio_http_non_streamed_over_engine": med["http_non_streamed"] / med["in_process"],
         "same_greedy_texts": same,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
