@@ -45,6 +45,7 @@ def test_chain_with_smollm2_in_process(tmp_path):
            "judge": {"keep_policy": "keep_all", "max_tokens": 48, "parse_retries": 0},
            "teacher": {"k": 2, "mode": "chat", "max_tokens": 96, "format_retries": 0, "min_agreement": 0.0}}
     res = run_pipeline(cfg, client, tmp_path / "out", seeds_path=seeds, progress=False)
+    print("\n" + res.format_table())  # visible with -s / in CI logs
     check_accounting(tmp_path / "out")
     # the SFT file exists and every line is a valid pair (possibly none: a 135M model rarely closes </think>)
     sft = list(read_jsonl(res.sft_path))
