@@ -351,6 +351,7 @@ class Recipe:
     description: str = ""
     source: str = "<dict>"  # where the recipe came from, for messages
     raw: dict = field(default_factory=dict, compare=False, repr=False)
+    base_dir: str = "."  # relative paths in `raw` resolve against this folder
 
     @classmethod
     def from_dict(cls, raw: Any, *, base_dir: str | Path | None = None, source: str = "<dict>") -> Recipe:
@@ -389,7 +390,8 @@ class Recipe:
         return cls(name=str(name), model=model, tokenizer=tok, phases=phases,
                    run=RunSpec.from_dict(raw.get("run"), f"{where}: run"),
                    seed=_int(raw.get("seed", 0), f"{where}: seed"),
-                   description=str(raw.get("description", "")), source=source, raw=copy.deepcopy(raw))
+                   description=str(raw.get("description", "")), source=source, raw=copy.deepcopy(raw),
+                   base_dir=str(base))
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Recipe:
@@ -409,8 +411,7 @@ class Recipe:
         raw = copy.deepcopy(self.raw)
         for key, value in overrides.items():
             _set_dotted(raw, key, value)
-        base = Path(self.source).parent if self.source not in ("<dict>",) else None
-        return Recipe.from_dict(raw, base_dir=base, source=self.source)
+        return Recipe.from_dict(raw, base_dir=self.base_dir, source=self.source)
 
 
 def _set_dotted(raw: dict, key: str, value: Any) -> None:

@@ -120,3 +120,13 @@ def test_bad_yaml_file(tmp_path):
     f.write_text("name: x\nphases: [\n")
     with pytest.raises(RecipeError, match="not valid YAML"):
         Recipe.from_yaml(f)
+
+
+def test_relative_paths_keep_their_base_through_overrides(tmp_path):
+    (tmp_path / "d.jsonl").write_text("")
+    raw = base()
+    raw["phases"][0]["datasets"] = [{"kind": "jsonl", "path": "d.jsonl"}]
+    r = Recipe.from_dict(raw, base_dir=tmp_path)
+    assert r.phases[0].datasets[0].path == str(tmp_path / "d.jsonl")
+    r2 = r.with_overrides({"run.micro_batch": 2})
+    assert r2.phases[0].datasets[0].path == str(tmp_path / "d.jsonl")
