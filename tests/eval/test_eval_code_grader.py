@@ -245,3 +245,20 @@ def test_lcb_hidden_tests_are_md5_checked(tmp_path):
     attach_hidden_tests(bench, path)
     assert all(p.data["tests"] == hidden[p.problem_id] for p in bench.problems)
     assert "md5-checked" in bench.extra["tests"]
+
+
+@pytest.mark.slow
+def test_lcb_every_problem_grades_on_its_statement_samples(grader):
+    """All 279 problems: the sample tests load and run; an empty program never passes, and a functional
+    problem without the method is a runtime error, not a crash of the run."""
+    bench = load_benchmark("livecodebench", lcb_tests="samples")
+    # abc371_e's statement-derived samples have empty expected outputs (an extraction quirk of the offline
+    # copy): any program that prints nothing passes them. Hidden tests do not have this problem.
+    empty = {p.problem_id for p in bench.problems if all(not t["output"].strip() for t in p.data["tests"])}
+    assert empty == {"abc371_e"}
+    probs = [p for p in bench.problems if p.problem_id not in empty]
+    grades = grader.grade_many([(p, _wrap("print()")) for p in probs])
+    for p, g in zip(probs, grades):
+        assert g.verdict in ("wrong", "runtime_error"), (p.problem_id, g.verdict, g.detail)
+        if p.data["testtype"] == "functional":
+            assert g.verdict == "runtime_error"
