@@ -311,11 +311,18 @@ def render_markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
         cpu = results.get("cpu", {})
         L.append("## Wall time")
         L.append("")
-        L.append("| stage | wall seconds | CPU seconds (Mamba-2 process, Transformer process) |\n|---|---:|---|")
+        L.append("| stage | wall seconds |\n|---|---:|")
         for k, v in timing.items():
-            c = cpu.get(k)
-            L.append(f"| {k} | {v:.1f} | {', '.join(f'{x:.0f}' for x in c) if c else ''} |")
+            L.append(f"| {k} | {v:.1f} |")
         L.append("")
+        if cpu:
+            L.append("CPU seconds per process (on an idle machine with a core per process, a stage's wall time "
+                     "is about the larger of the two):")
+            L.append("")
+            L.append("| part | Mamba-2 process | Transformer process |\n|---|---:|---:|")
+            for k, v in cpu.items():
+                L.append(f"| {k} | " + " | ".join(f"{x:.0f}" for x in v) + " |")
+            L.append("")
         L.append(f"Machine: {cfg.get('cpu_count')} CPUs visible, {cfg.get('workers')} processes × "
                  f"{cfg.get('threads')} torch thread(s). On a shared machine wall time exceeds CPU time.")
         L.append("")
