@@ -84,6 +84,17 @@ _HUMANEVAL_INSTRUCTION = ("Complete the following Python function. Reason first,
                           "```python code block.\n\n```python\n{p}```")
 
 
+_PROMPT_NOTES = {
+    **{b: "paper_prompt: ChatML user turn + math suffix, assistant turn prefilled with <think>\\n"
+       for b in MATH_BENCHMARKS},
+    "humaneval": "paper_prompt(math=False): ChatML, <think>\\n prefill; the HumanEval prompt in a fence after a "
+                 "'complete the function ... in one ```python block' instruction",
+    "humanevalplus": "as humaneval",
+    "livecodebench": "paper_prompt(math=False) around LiveCodeBench's own instruction (identical to QwQ's prompt "
+                     "for all 279 problems)",
+}
+
+
 @dataclass
 class Problem:
     benchmark: str
@@ -165,7 +176,7 @@ def load_benchmark(name: str, *, benchmark_dir: str | Path | None = None, lcb_te
     if source.startswith("local") and len(rows) != spec.records:
         raise ValueError(f"{name}: expected {spec.records} records, found {len(rows)}")
     problems = [_to_problem(name, r) for r in rows]
-    bench = Benchmark(name, problems, source, spec.version, digest)
+    bench = Benchmark(name, problems, source, spec.version, digest, {"prompt": _PROMPT_NOTES[name]})
     if name == "livecodebench":
         from promptcot_mamba.eval.livecodebench import attach_hidden_tests
 
@@ -261,4 +272,5 @@ def custom_benchmark(name: str, items: Iterable[dict | tuple], *, version: str =
     if len({p.problem_id for p in problems}) != len(problems):
         raise ValueError(f"custom benchmark {name!r}: problem ids must be unique")
     canon = json.dumps([[p.problem_id, p.question, p.gold] for p in problems], ensure_ascii=False)
-    return Benchmark(name, problems, "custom", version, hashlib.sha256(canon.encode()).hexdigest())
+    return Benchmark(name, problems, "custom", version, hashlib.sha256(canon.encode()).hexdigest(),
+                     {"prompt": _PROMPT_NOTES["math500"]})

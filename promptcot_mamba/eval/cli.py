@@ -106,7 +106,11 @@ def _run(args) -> int:
                      lcb_tests=args.lcb_tests, limit=args.limit, batch_size=args.batch_size, progress=not args.quiet,
                      model_name=name, math_timeout_s=args.math_timeout, lenient=not args.no_lenient,
                      code=_code_config(args), workers=args.workers)
-    report = evaluate(_client(args), cfg)
+    try:
+        report = evaluate(_client(args), cfg)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        print(f"pcm eval run: {err}", file=sys.stderr)
+        return 2
     print(render_markdown(report))
     return 0 if all(s["complete"] for s in report["benchmarks"]) else 1
 
@@ -115,10 +119,14 @@ def _grade(args) -> int:
     from promptcot_mamba.eval.harness import grade_file
     from promptcot_mamba.eval.report import render_markdown
 
-    report = grade_file(args.samples, args.out, benchmark_dir=args.benchmark_dir, lcb_tests=args.lcb_tests,
-                        allow_partial=args.allow_partial, progress=not args.quiet, math_timeout_s=args.math_timeout,
-                        lenient=not args.no_lenient, code_config=_code_config(args), workers=args.workers,
-                        model_name=args.model_name)
+    try:
+        report = grade_file(args.samples, args.out, benchmark_dir=args.benchmark_dir, lcb_tests=args.lcb_tests,
+                            allow_partial=args.allow_partial, progress=not args.quiet,
+                            math_timeout_s=args.math_timeout, lenient=not args.no_lenient,
+                            code_config=_code_config(args), workers=args.workers, model_name=args.model_name)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        print(f"pcm eval grade: {err}", file=sys.stderr)
+        return 2
     print(render_markdown(report))
     return 0
 
@@ -126,5 +134,9 @@ def _grade(args) -> int:
 def _report(args) -> int:
     from promptcot_mamba.eval.report import load_report_rows, render_markdown
 
-    print(render_markdown(load_report_rows(args.out)))
+    try:
+        print(render_markdown(load_report_rows(args.out)))
+    except FileNotFoundError as err:
+        print(f"pcm eval report: {err}", file=sys.stderr)
+        return 2
     return 0

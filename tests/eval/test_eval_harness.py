@@ -149,18 +149,34 @@ def test_pcm_eval_grade_external_samples(tmp_path, capsys):
     assert main(["eval", "report", str(out)]) == 0 and "HumanEval" in capsys.readouterr().out
 
 
-def test_grade_refuses_ragged_or_partial_or_unknown(tmp_path):
+def test_grade_refuses_ragged_or_partial_or_unknown(tmp_path, capsys):
     aime = load_benchmark("aime24").problems
     rows = [{"benchmark": "aime24", "problem_id": p.problem_id, "completion": "</think>\\boxed{1}"} for p in aime]
-    ragged = _write(tmp_path / "ragged.jsonl", rows + rows[:1])
-    with pytest.raises(ValueError, match="same n"):
-        main(["eval", "grade", str(ragged), "--out", str(tmp_path / "o1"), "--quiet", "--workers", "1"])
-    partial = _write(tmp_path / "partial.jsonl", rows[:5])
-    with pytest.raises(ValueError, match="allow-partial"):
-        main(["eval", "grade", str(partial), "--out", str(tmp_path / "o2"), "--quiet", "--workers", "1"])
-    unknown = _write(tmp_path / "unknown.jsonl", [{"benchmark": "aime24", "problem_id": "nope", "completion": ""}])
-    with pytest.raises(ValueError, match="not in the benchmark"):
-        main(["eval", "grade", str(unknown), "--out", str(tmp_path / "o3"), "--quiet", "--workers", "1"])
+    cases = [("ragged", rows + rows[:1], "same n"), ("partial", rows[:5], "allow-partial"),
+             ("unknown", [{"benchmark": "aime24", "problem_id": "nope", "completion": ""}], "not in the benchmark")]
+    for name, bad_rows, message in cases:
+        src = _write(tmp_path / f"{name}.jsonl", bad_rows)
+        code = main(["eval", "grade", str(src), "--out", str(tmp_path / name), "--quiet", "--workers", "1"])
+        assert code == 2 and message in capsys.readouterr().err
+    assert main(["eval", "report", str(tmp_path / "nothing")]) == 2
+
+
+def test_hub_fallback_normalises_rows(tmp_path, monkeypatch):
+    """No local copy: rows come from `datasets.load_dataset` (stubbed here: no network in tests)."""
+    datasets = pytest.importorskip("datasets")
+    calls = []
+
+    def fake_load(repo, config=None, split=None):
+        calls.append((repo, config, split))
+        return [{"id": 60 + i, "problem": f"P{i}", "answer": f"{i:03d}", "url": "u", "year": "2024"} for i in range(30)]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    bench = load_benchmark("aime24", benchmark_dir=tmp_path)
+    assert calls == [("HuggingFaceH4/aime_2024", None, "train")]
+    assert bench.source == "hub:HuggingFaceH4/aime_2024" and len(bench.sha256) == 64
+    assert [p.gold for p in bench.problems[:3]] == ["0", "1", "2"]
+    with pytest.raises(FileNotFoundError, match="Hub is disabled"):
+        load_benchmark("aime24", benchmark_dir=tmp_path, allow_hub=False)
 
 
 def test_summarize_refuses_a_shortfall():
