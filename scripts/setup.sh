@@ -6,6 +6,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# bubblewrap gives the evaluation sandbox a read-only root, private /tmp and no network; without it
+# the sandbox falls back (loudly) to rlimits and an audit hook. Installed only where we are root.
+if ! command -v bwrap >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null 2>&1 \
+      || echo "setup: could not install bubblewrap; the sandbox will use rlimits only"
+  else
+    echo "setup: bubblewrap (bwrap) not found; install it for full sandbox isolation (e.g. apt-get install bubblewrap)"
+  fi
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
