@@ -91,8 +91,14 @@ def test_same_seed_same_tables(tmp_path):
     a = run_demo(s, tmp_path / "a", seed=3, progress=False)
     b = run_demo(s, tmp_path / "b", seed=3, progress=False)
     assert tables_text(a) == tables_text(b)
-    # the per-sample completions are identical too, not just the rounded accuracies
+    # the per-sample completions and verdicts are identical too, not just the rounded accuracies
+    def rows(run, f):
+        return [{k: v for k, v in json.loads(line).items() if not k.endswith("time_s")}
+                for line in (tmp_path / run / "eval" / f).read_text().splitlines()]
+
     for f in ("mamba2-phase2-foundational.jsonl", "transformer-phase2-composed.jsonl"):
-        assert (tmp_path / "a" / "eval" / f).read_text() == (tmp_path / "b" / "eval" / f).read_text()
+        ra = rows("a", f)
+        assert ra == rows("b", f) and len(ra) == 4 * 2
+        assert all("completion" in r and r["verdict"] for r in ra)
     la = [r["loss"] for r in a["losses"]["Mamba-2"]]
     assert la == [r["loss"] for r in b["losses"]["Mamba-2"]]
