@@ -145,6 +145,29 @@ def stage_b(budget: float) -> None:
     del result
     if DEV == "cuda":
         torch.cuda.empty_cache()
+    # the engine-facing piece: BucketedDecoder (one CUDA graph per bucket) against eager model.step
+    from promptcot_mamba.ssd.decode_graphs import BucketedDecoder
+
+    model = decode_bench.load_model("tiny" if SMALL else "mamba2-130m", torch.float32 if SMALL else torch.bfloat16, DEV)
+    for kind in ("eager", "triton"):
+        pool = model.allocate_state(16)
+        _, filled = model.prefill(torch.randint(0, 200, (16, 9), device=DEV))
+        pool.conv.copy_(filled.conv)
+        pool.ssm.copy_(filled.ssm)
+        ref_pool = pool.clone()
+        dec = BucketedDecoder(model, pool, step=kind)  # captures every bucket (graphs on CUDA)
+        pool.conv.copy_(filled.conv)  # capture wrote the rows: put the prefilled states back
+        pool.ssm.copy_(filled.ssm)
+        errs = {}
+        for n in (3, 16):
+            tok = torch.randint(0, 200, (n,), device=DEV)
+            got = dec(tok).float()
+            ref = model.step(tok, ref_pool.select(list(range(n)))).float()
+            errs[f"n{n}"] = rel_err(got, ref)
+            pool.conv.copy_(filled.conv)
+            pool.ssm.copy_(filled.ssm)
+        emit(stage="B", check="bucketed_decoder_vs_eager", step=kind, graphs=dec.use_graphs, **errs)
+    del model
 
 
 @guarded("C")

@@ -35,49 +35,16 @@ from promptcot_mamba.bench.report import (
     write_json,
 )
 from promptcot_mamba.model.state import InferenceState
+from promptcot_mamba.ssd.decode_graphs import CUDAGraphStep
+from promptcot_mamba.ssd.decode_graphs import step_function as _step_function
 
 MODES = ("eager", "graph", "triton", "triton-graph")
 StepFn = Callable[[Any, torch.Tensor, InferenceState], torch.Tensor]
+__all__ = ["CUDAGraphStep", "DecodeBenchConfig", "run_decode_bench", "step_function"]
 
 
 def step_function(mode: str) -> StepFn:
-    if mode.startswith("triton"):
-        from promptcot_mamba.ssd.triton_decode import model_step_triton
-
-        return model_step_triton
-    return lambda model, tokens, state: model.step(tokens, state)
-
-
-class CUDAGraphStep:
-    """One decode step for a fixed batch size, captured once in a CUDA graph and replayed.
-
-    The graph reads the token buffer and reads/writes `state` in place (its tensors must stay alive
-    and at the same addresses); `__call__` copies the new tokens in, replays, and returns the static
-    logits buffer (overwritten by the next call). Warm-up runs on a side stream, as torch's CUDA graph
-    notes require; the state is restored afterwards so capture leaves no trace in it."""
-
-    def __init__(self, step: StepFn, model, state: InferenceState, tokens: torch.Tensor, warmup: int = 2):
-        if not tokens.is_cuda:
-            raise RuntimeError("CUDAGraphStep needs CUDA tensors")
-        self.tokens = tokens.clone()
-        self.state = state
-        snapshot = state.clone()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side), torch.no_grad():
-            for _ in range(warmup):
-                step(model, self.tokens, state)
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph), torch.no_grad():
-            self.logits = step(model, self.tokens, state)
-        state.conv.copy_(snapshot.conv)
-        state.ssm.copy_(snapshot.ssm)
-
-    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
-        self.tokens.copy_(tokens)
-        self.graph.replay()
-        return self.logits
+    return _step_function("triton" if mode.startswith("triton") else "eager")
 
 
 @dataclass
