@@ -1,18 +1,18 @@
 """`run_demo`: the paper end to end at laptop scale — synthesize, train, evaluate, compare, report.
 
     1. data        held-out sets drawn first; phase 1 and phase 2 SFT files through the real
-                   synthesis stages with the procedural client (demo/curriculum.py)
-    2. tokenizer   a small digit-splitting BPE trained on the run's own text
-    3. train       the shipped recipe through train.run_recipe: Mamba-2 and, with the same data,
-                   phases and optimizer, a Llama of about the same parameter count
-    4. evaluate    untrained Mamba-2, each phase's checkpoint of both models, on the held-out
-                   foundational and composed sets, avg@k with the strict math grader
-    5. efficiency  decode tokens/s and context memory against generated length (Figure 2)
-    6. report      run folder: report.md, plots/*.png, results.json, checkpoints, every record
+                   synthesis stages with the procedural client (demo/curriculum.py); a small
+                   digit-splitting BPE trained on the run's own text
+    2. train+eval  the shipped recipe through train.run_recipe for Mamba-2 and, with the same data,
+                   phases and optimizer, for a Llama of about the same parameter count; then each
+                   phase's checkpoint (and the untrained Mamba-2) on the held-out foundational and
+                   composed sets, avg@k through the evaluation harness
+    3. efficiency  decode tokens/s and context memory against generated length (Figure 2)
+    4. report      run folder: report.md, plots/*.png, results.json, checkpoints, every record
 
-Mamba-2 and the Transformer train (and are evaluated) in two processes side by side, one torch
-thread each: on two cores that halves the wall time, and single-threaded math is reproducible, so
-the same seed gives the same tables.
+Each architecture trains and is evaluated in its own process, one torch thread each, side by side:
+on two cores that halves the wall time (the faster model's evaluation overlaps the slower one's
+training), and single-threaded math is reproducible, so the same seed gives the same tables.
 """
 
 from __future__ import annotations
@@ -118,6 +118,29 @@ def _train_job(recipe: dict, data_dir: str, out_dir: str, threads: int, progress
             "phases": [p.to_dict() for p in res.phases]}
 
 
+def _arch_job(recipe: dict, data_dir: str, train_out: str, arch: str, slug: str, with_untrained: bool,
+              tokenizer_dir: str, problems: dict[str, list[dict]], eval_cfg: dict, eval_dir: str, threads: int,
+              seed: int, progress: bool) -> dict:
+    """One architecture end to end in one process: train every phase, then evaluate the first and
+    last phase's checkpoints (and, for the Mamba-2 side, the untrained model). Two of these run side
+    by side, so the faster model's evaluation overlaps the slower model's training."""
+    t0 = time.process_time()
+    run = _train_job(recipe, data_dir, train_out, threads, progress)
+    cpu_train = time.process_time() - t0
+    names = [p["name"] for p in recipe["phases"]]
+    ck = run["checkpoints"]
+    jobs = []
+    if with_untrained:
+        jobs.append({"label": arch, "arch": arch, "training": "untrained", "folder": None,
+                     "init_model": recipe["model"], "slug": f"{slug}-untrained"})
+    jobs.append({"label": arch, "arch": arch, "training": "phase 1 only", "folder": ck[names[0]],
+                 "slug": f"{slug}-phase1"})
+    jobs.append({"label": arch, "arch": arch, "training": "phase 1 + phase 2", "folder": ck[names[-1]],
+                 "slug": f"{slug}-phase2"})
+    rows = _eval_job(jobs, tokenizer_dir, problems, eval_cfg, eval_dir, threads, seed, progress)
+    return {"run": run, "rows": rows, "cpu_train": cpu_train, "cpu_eval": time.process_time() - t0 - cpu_train}
+
+
 # ---------------------------------------------------------------------------------- evaluation
 
 
@@ -158,7 +181,7 @@ def _client_for(folder: str | None, tokenizer_dir: str, *, init_model: dict | No
 
 
 def _eval_job(jobs: list[dict], tokenizer_dir: str, problems: dict[str, list[dict]], eval_cfg: dict,
-              out_dir: str, threads: int, seed: int) -> list[dict]:
+              out_dir: str, threads: int, seed: int, progress: bool = False) -> list[dict]:
     """Evaluate several models (one process); each job: {label, arch, training, folder|init_model}."""
     _set_threads(threads)
     from promptcot_mamba.demo.evaluation import evaluate_client
@@ -166,20 +189,21 @@ def _eval_job(jobs: list[dict], tokenizer_dir: str, problems: dict[str, list[dic
 
     grader = MathGrader(MathGradeConfig(lenient=False, workers=1))
     try:
-        return [_eval_one(job, tokenizer_dir, problems, eval_cfg, out_dir, seed, grader, evaluate_client)
+        return [_eval_one(job, tokenizer_dir, problems, eval_cfg, out_dir, seed, grader, evaluate_client, progress)
                 for job in jobs]
     finally:
         grader.close()
 
 
-def _eval_one(job, tokenizer_dir, problems, eval_cfg, out_dir, seed, grader, evaluate_client) -> dict:
+def _eval_one(job, tokenizer_dir, problems, eval_cfg, out_dir, seed, grader, evaluate_client, progress) -> dict:
     client, model = _client_for(job.get("folder"), tokenizer_dir, init_model=job.get("init_model"), seed=seed)
     row = {"model": job["label"], "arch": job["arch"], "type": TYPES.get(job["arch"], ""), "training": job["training"],
            "params": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())}
     for set_name, items in problems.items():
         res = evaluate_client(client, items, samples=eval_cfg["samples"], temperature=eval_cfg["temperature"],
                               top_p=eval_cfg["top_p"], max_tokens=eval_cfg["max_new_tokens"], seed=seed,
-                              out_path=Path(out_dir) / f"{job['slug']}-{set_name}.jsonl", grader=grader)
+                              out_path=Path(out_dir) / f"{job['slug']}-{set_name}.jsonl", grader=grader,
+                              progress=progress, desc=f"eval {job['slug']} {set_name}")
         row[set_name] = res["accuracy"]
         row[f"{set_name}_detail"] = {k: v for k, v in res.items() if k != "accuracy"}
     return row
@@ -206,7 +230,7 @@ def run_demo(preset: str | Path | DemoSettings = "default", out_dir: str | Path 
 
     # 1. data ---------------------------------------------------------------------------------
     d = settings.data
-    _say(f"1/6 synthesizing the curriculum (seed {seed}) …", progress)
+    _say(f"1/5 synthesizing the curriculum (seed {seed}) …", progress)
     with _timed(timing, "synthesis"):
         splits = make_splits(seed, n_train_foundational=d.train_foundational, n_train_composed=0,
                              n_test_foundational=d.test_foundational, n_test_composed=d.test_composed)
@@ -240,7 +264,7 @@ def run_demo(preset: str | Path | DemoSettings = "default", out_dir: str | Path 
         tok_dir = out / "tokenizer"
         tok.save(tok_dir)
 
-    # 3. train ----------------------------------------------------------------------------------
+    # 3-4. train, then evaluate: one process per architecture -----------------------------------
     from promptcot_mamba.model.config import Mamba2Config
     from promptcot_mamba.train.models import _round_vocab
 
@@ -251,17 +275,7 @@ def run_demo(preset: str | Path | DemoSettings = "default", out_dir: str | Path 
     mamba_recipe = _recipe_dict(settings, tok_dir, None, seed)
     tf_recipe = _recipe_dict(settings, tok_dir, baseline_model, seed)
     train_dir = out / "train"
-    _say(f"2/6 training {MAMBA} ({mamba_params / 1e6:.2f}M parameters) and {TRANSFORMER} on the same data …", progress)
-    cpu["training"] = []
-    with _timed(timing, "training"):
-        mamba_run, tf_run = _run_pair(
-            settings.workers,
-            (_train_job, (mamba_recipe, str(data_dir), str(train_dir / "mamba2"), settings.threads, progress)),
-            (_train_job, (tf_recipe, str(data_dir), str(train_dir / "transformer"), settings.threads, False)),
-            cpu["training"])
     phase_names = [p["name"] for p in settings.recipe["phases"]]
-
-    # 4. evaluate -------------------------------------------------------------------------------
     problems = {"foundational": [{"problem": p.problem, "answer": p.gold} for p in splits.test_foundational],
                 "composed": [{"problem": p.problem, "answer": p.gold} for p in splits.test_composed]}
     ev = settings.eval
@@ -269,34 +283,27 @@ def run_demo(preset: str | Path | DemoSettings = "default", out_dir: str | Path 
                 "max_new_tokens": ev.max_new_tokens}
     eval_dir = out / "eval"
     eval_dir.mkdir(exist_ok=True)
-
-    def jobs_for(run: dict, arch: str, slug: str) -> list[dict]:
-        ck = run["checkpoints"]
-        return [{"label": arch, "arch": arch, "training": "phase 1 only", "folder": ck[phase_names[0]],
-                 "slug": f"{slug}-phase1"},
-                {"label": arch, "arch": arch, "training": "phase 1 + phase 2", "folder": ck[phase_names[-1]],
-                 "slug": f"{slug}-phase2"}]
-
-    mamba_jobs = [{"label": MAMBA, "arch": MAMBA, "training": "untrained", "folder": None,
-                   "init_model": settings.recipe["model"], "slug": "mamba2-untrained"}] + jobs_for(mamba_run, MAMBA,
-                                                                                                 "mamba2")
-    tf_jobs = jobs_for(tf_run, TRANSFORMER, "transformer")
-    _say(f"3/6 evaluating {len(mamba_jobs) + len(tf_jobs)} models on {len(problems['foundational'])} + "
-         f"{len(problems['composed'])} held-out problems, avg@{ev.samples} …", progress)
-    cpu["evaluation"] = []
-    with _timed(timing, "evaluation"):
-        m_rows, t_rows = _run_pair(
+    _say(f"2/5 training {MAMBA} ({mamba_params / 1e6:.2f}M parameters) and {TRANSFORMER} on the same data, "
+         f"then evaluating each on {len(problems['foundational'])} + {len(problems['composed'])} held-out "
+         f"problems, avg@{ev.samples} …", progress)
+    common = (str(tok_dir), problems, eval_cfg, str(eval_dir), settings.threads, seed)
+    with _timed(timing, "training + evaluation"):
+        m_job, t_job = _run_pair(
             settings.workers,
-            (_eval_job, (mamba_jobs, str(tok_dir), problems, eval_cfg, str(eval_dir), settings.threads, seed)),
-            (_eval_job, (tf_jobs, str(tok_dir), problems, eval_cfg, str(eval_dir), settings.threads, seed)),
-            cpu["evaluation"])
-    accuracy = m_rows + t_rows
+            (_arch_job, (mamba_recipe, str(data_dir), str(train_dir / "mamba2"), MAMBA, "mamba2", True,
+                         *common, progress)),
+            (_arch_job, (tf_recipe, str(data_dir), str(train_dir / "transformer"), TRANSFORMER, "transformer",
+                         False, *common, False)))
+    cpu["training"] = [round(m_job["cpu_train"], 1), round(t_job["cpu_train"], 1)]
+    cpu["evaluation"] = [round(m_job["cpu_eval"], 1), round(t_job["cpu_eval"], 1)]
+    mamba_run, tf_run = m_job["run"], t_job["run"]
+    accuracy = m_job["rows"] + t_job["rows"]
     order = {("untrained", MAMBA): 0, ("phase 1 only", TRANSFORMER): 1, ("phase 1 + phase 2", TRANSFORMER): 2,
              ("phase 1 only", MAMBA): 3, ("phase 1 + phase 2", MAMBA): 4}
     accuracy.sort(key=lambda r: order.get((r["training"], r["arch"]), 9))
 
     # 5. efficiency -----------------------------------------------------------------------------
-    _say("4/6 measuring decode throughput and memory against generated length …", progress)
+    _say("3/5 measuring decode throughput and memory against generated length …", progress)
     with _timed(timing, "efficiency"):
         efficiency = _efficiency(settings, mamba_run["checkpoints"][phase_names[-1]],
                                  tf_run["checkpoints"][phase_names[-1]], str(tok_dir))
@@ -340,7 +347,7 @@ def run_demo(preset: str | Path | DemoSettings = "default", out_dir: str | Path 
     }
     _findings(results)
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    _say("5/6 writing the report …", progress)
+    _say("4/5 writing the report …", progress)
     from promptcot_mamba.demo.report import write_report
 
     path = write_report(results, out)
