@@ -14,7 +14,7 @@ import sys
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="run a curriculum recipe (phases of SFT); resumes in --out",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("recipe", help="recipe YAML file, or the name of a shipped recipe (e.g. tiny-cpu)")
+    p.add_argument("recipe", nargs="?", help="recipe YAML file, or the name of a shipped recipe (e.g. tiny-cpu)")
     p.add_argument("--out", default=None, help="run folder (default: runs/<recipe name>)")
     p.add_argument("--max-steps", type=int, default=None, help="cap on optimizer steps of each phase")
     p.add_argument("--seed", type=int, default=None, help="replace the recipe's seed")
@@ -39,6 +39,9 @@ def _handler(args) -> int:
     if args.list:
         print("\n".join(list_recipes()))
         return 0
+    if not args.recipe:
+        print("pcm train: give a recipe file or a shipped recipe name (pcm train --list)", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         recipe = Recipe.from_yaml(args.recipe)

@@ -223,6 +223,12 @@ class PhaseTrainer:
             if run.checkpoint_every and (step + 1) % run.checkpoint_every == 0 and step + 1 < total:
                 ckpt.save(step + 1, model, optimizer, scheduler, {"skipped": skipped, "phase": phase.name})
         self.logger.close_bar()
+        if last_loss is None and d.is_main and self.logger.path.exists():  # resumed at the very end
+            from promptcot_mamba.train.metrics import read_metrics
+
+            done_rows = [r for r in read_metrics(self.logger.path)
+                         if r.get("phase_index") == index and r.get("loss") is not None]
+            last_loss = done_rows[-1]["loss"] if done_rows else None
 
         # end of phase: final checkpoint, HF export, done marker ------------------------------
         ckpt.save(total, model, optimizer, scheduler, {"skipped": skipped, "phase": phase.name})
