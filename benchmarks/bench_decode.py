@@ -6,6 +6,10 @@ count. An extra `ours-bf16` series (bf16 weights, fp32 state) shows what the CPU
 it is not part of the comparison. Each measurement runs in its own subprocess so its peak RSS is its
 own. Numbers on a shared CPU are noisy: read the ratios, which are measured in the same run.
 
+Two rates per row: end to end (the whole `generate` call: prefill of the prompt + N new tokens, what a
+user waits for) and decode only (the time of N tokens minus the time of 4, per extra token: the
+steady per-token cost that long reasoning answers are made of).
+
     python benchmarks/bench_decode.py [--new-tokens 32] [--batches 1,2,4,8,16,32,64] [--hf-batches 1,4,16]
 writes benchmarks/results/decode-cpu.json
 """
@@ -24,6 +28,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SHORT = 4  # new tokens of the short run whose time (prefill + 4 steps) is subtracted for decode-only rates
 
 
 def _rss_mb() -> float:
@@ -63,11 +68,15 @@ def worker(args) -> dict:
     run(2)  # warm-up
     rss_before = _rss_mb()
     t0 = time.perf_counter()
+    run(SHORT)  # prefill + SHORT tokens: subtracted below to isolate the per-token decode rate
+    t_short = time.perf_counter() - t0
+    t0 = time.perf_counter()
     tokens = run(N)
     dt = time.perf_counter() - t0
     assert all(len(t) == N for t in tokens), "every sequence must produce exactly N tokens"
     return {"system": args.worker, "batch": args.batch, "new_tokens": N, "seconds": dt,
-            "tokens_per_s": args.batch * N / dt, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "tokens_per_s": args.batch * N / dt,
+            "decode_only_tokens_per_s": args.batch * (N - SHORT) / max(dt - t_short, 1e-9), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "rss_before_generate_mb": rss_before, "rss_after_generate_mb": _rss_mb(),
             "first_tokens": tokens[0][:8]}
 
@@ -113,8 +122,8 @@ def main() -> int:
         if out.returncode != 0:
             return {"system": system, "batch": batch, "error": out.stderr.strip().splitlines()[-1:]}
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{system:10s} batch {batch:3d}: {r['tokens_per_s']:8.2f} tokens/s  peak RSS {r['peak_rss_mb']:.0f} MB",
-              flush=True)
+        print(f"{system:10s} batch {batch:3d}: {r['tokens_per_s']:8.2f} tokens/s end to end, "
+              f"{r['decode_only_tokens_per_s']:8.2f} decode only; peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
         return r
 
     rows = []
@@ -127,11 +136,12 @@ def main() -> int:
             rows.append(measure("ours-bf16", b))
     rows.append(measure("ours-pool", 8))  # the whole 64-slot pool stepped for 8 sequences (design check)
 
-    def tps(system, b):
-        return next((r["tokens_per_s"] for r in rows if r["system"] == system and r["batch"] == b
-                     and "tokens_per_s" in r), None)
+    def tps(system, b, key="tokens_per_s"):
+        return next((r[key] for r in rows if r["system"] == system and r["batch"] == b and key in r), None)
 
     ratios = {str(b): tps("ours", b) / tps("hf", b) for b in hf_b if tps("ours", b) and tps("hf", b)}
+    d = "decode_only_tokens_per_s"
+    decode_ratios = {str(b): tps("ours", b, d) / tps("hf", b, d) for b in hf_b if tps("ours", b, d) and tps("hf", b, d)}
     same = all(r.get("first_tokens") == next((x.get("first_tokens") for x in rows
                                               if x["system"] == "ours" and x["batch"] == r["batch"]), None)
                for r in rows if r["system"] == "hf" and "first_tokens" in r)
@@ -145,6 +155,7 @@ def main() -> int:
         "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
         "rows": rows,
         "ratio_ours_over_hf": ratios,
+        "ratio_ours_over_hf_decode_only": decode_ratios,
         "ours_bf16_over_fp32": {str(b): tps("ours-bf16", b) / tps("ours", b)
                                 for b in [int(x) for x in args.bf16_batches.split(",") if x]
                                 if tps("ours-bf16", b) and tps("ours", b)},
@@ -154,7 +165,8 @@ def main() -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     for b, r in ratios.items():
-        print(f"ours / transformers at batch {b}: {r:.2f}x")
+        print(f"ours / transformers at batch {b}: {r:.2f}x end to end, {decode_ratios.get(b, float('nan')):.2f}x "
+              f"decode only")
     print(f"greedy tokens agree with transformers: {same}")
     print(f"wrote {args.out}")
     return 0
