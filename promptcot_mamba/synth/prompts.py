@@ -16,7 +16,7 @@ import re
 from collections import Counter
 
 PROMPT_VERSIONS = {
-    "concepts": "concepts/v1",
+    "concepts": "concepts/v2",
     "problems": "problems/v1",
     "problems_paper": "problems-paper/v1",
     "judge": "judge/v1",
@@ -52,8 +52,9 @@ def concept_extraction_prompt(problem: str, num_concepts: int = 5, domain: str =
         f"Problem:\n{problem.strip()}\n\n"
         "Each concept should be a core curriculum topic or principle, stated precisely and generally "
         "(a reusable piece of knowledge, not a trick specific to this problem).\n"
-        f"Think briefly, then give your answer as exactly {num_concepts} lines of the form\n"
+        f"Answer with exactly {num_concepts} lines of the form\n"
         "Knowledge Point: <concept>\n"
+        "and nothing else.\n"
     )
 
 

@@ -143,6 +143,12 @@ def run_llm_stage(stage: LLMStage, records: Sequence[dict], out_path: str | Path
                     continue
                 try:
                     out = stage.finish(rec, res)
+                    if out.get("status") == FAILED:
+                        # what the model actually said, for calls whose answer did not parse
+                        raw = [c.raw[0][:300] for c, r in zip(per_rec[k], res)
+                               if isinstance(r, CallError) and r.kind == "parse" and c.raw]
+                        if raw:
+                            out["raw_excerpts"] = raw
                 except Exception as err:
                     out = make_record(rec["id"], stage.name, status=FAILED,
                                       reason=f"finish: {type(err).__name__}: {err}", provenance=rec.get("provenance"))

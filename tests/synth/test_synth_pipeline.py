@@ -171,3 +171,21 @@ def test_cli_run_and_stage(tmp_path, capsys):
     assert rc == 0 and read_manifest(tmp_path / "d.jsonl")["stage"] == "dedup"
     rc = main(["synth", "concepts", str(tmp_path / "nope.jsonl"), str(tmp_path / "x.jsonl"), "--client", "scripted"])
     assert rc == 1
+
+
+def test_parse_failures_keep_the_raw_answer(tmp_path):
+    class Rambler:
+        name = "rambler"
+
+        def generate(self, requests):
+            return [[Generation(text="I would rather talk about the weather.", finish_reason="stop")] * r.n
+                    for r in requests]
+
+    src = tmp_path / "combos.jsonl"
+    src.write_text(json.dumps({"id": "p-1", "concepts": ["a", "b"], "level": "AIME"}) + "\n")
+    man = run_stage("problems", src, tmp_path / "p.jsonl", Rambler(), {"problems": {"parse_retries": 2}},
+                    progress=False)
+    [rec] = read_jsonl(tmp_path / "p.jsonl")
+    assert man["counts"]["failed"] == 1 and rec["reason"].startswith("parse: missing") and "attempt 3" in rec["reason"]
+    assert rec["raw_excerpts"] == ["I would rather talk about the weather."]
+    assert man["failures"][0]["id"] == "p-1"
