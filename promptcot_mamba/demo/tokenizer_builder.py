@@ -19,14 +19,18 @@ from promptcot_mamba.text.prompts import CHATML_TEMPLATE
 from promptcot_mamba.text.tokenizer import Tokenizer
 
 # Order fixes the ids: <|endoftext|>=0 (bos/pad), <|im_start|>=1, <|im_end|>=2 (eos, as ChatML
-# models end a turn), then the reasoning tags.
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+# models end a turn). The reasoning tags are added tokens too (always one id) but *not special*, as in
+# Qwen-style reasoning tokenizers: a client that decodes with skip_special_tokens=True must still
+# return `</think>`, or the grader finds no answer (measured: a Transformer scored 0% that way).
+CONTROL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+THINK_TOKENS = ["<think>", "</think>"]
+SPECIAL_TOKENS = CONTROL_TOKENS + THINK_TOKENS
 
 
 def build_tokenizer(texts: Iterable[str], *, vocab_size: int = 384, min_frequency: int = 2) -> Tokenizer:
     """Train a byte-level, digit-splitting BPE on `texts` and wrap it as a `Tokenizer`."""
+    from tokenizers import AddedToken, decoders, models, pre_tokenizers, trainers
     from tokenizers import Tokenizer as HFTokenizer
-    from tokenizers import decoders, models, pre_tokenizers, trainers
 
     if vocab_size < 256 + len(SPECIAL_TOKENS):
         raise ValueError(f"build_tokenizer: vocab_size must be >= {256 + len(SPECIAL_TOKENS)} "
@@ -37,10 +41,11 @@ def build_tokenizer(texts: Iterable[str], *, vocab_size: int = 384, min_frequenc
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
     ])
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                  special_tokens=list(SPECIAL_TOKENS),
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size - len(THINK_TOKENS), min_frequency=min_frequency,
+                                  special_tokens=list(CONTROL_TOKENS),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(_without_specials(texts), trainer=trainer)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
     return Tokenizer(tok, chat_template=CHATML_TEMPLATE, eos_token="<|im_end|>", bos_token="<|endoftext|>",
                      pad_token="<|endoftext|>")
 
