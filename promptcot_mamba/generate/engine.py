@@ -64,6 +64,9 @@ class EngineConfig:
     prefix_cache_gb: float = 0.25
     prefix_block: int = 64
     decode_on_pool: bool = False  # step the whole pool instead of the first n rows (for measurement)
+    # "direct": model.step on rows [0, n); "bucketed" / "bucketed-triton": ssd/decode_graphs.BucketedDecoder
+    # over the same pool (one CUDA graph per batch-size bucket on a GPU; eager on the CPU)
+    decode_step: str = "direct"
     flush_denormal: bool = True  # decaying fp32 states go denormal; x86 is ~100x slower on them
 
     def __post_init__(self) -> None:
@@ -72,6 +75,9 @@ class EngineConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"EngineConfig.{name} must be a positive integer, got {v!r}")
+        if self.decode_step not in ("direct", "bucketed", "bucketed-triton"):
+            raise ValueError(f"EngineConfig.decode_step must be 'direct', 'bucketed' or 'bucketed-triton', "
+                             f"got {self.decode_step!r}")
         if self.memory_budget_gb is not None and not self.memory_budget_gb > 0:
             raise ValueError(f"EngineConfig.memory_budget_gb must be > 0, got {self.memory_budget_gb!r}")
         if not self.prefix_cache_gb >= 0:
@@ -178,6 +184,13 @@ class Engine:
         self.counts = torch.zeros(self.max_slots, self.vocab_size, dtype=torch.int32, device=dev)
         self.prompt_mask = torch.zeros(self.max_slots, self.vocab_size, dtype=torch.bool, device=dev)
         self.prefix_cache = PrefixCache(int(cfg.prefix_cache_gb * GB), cfg.prefix_block)
+        self._decoder = None
+        if cfg.decode_step != "direct":
+            # captured now, before any sequence sits in the pool (capture writes rows of every bucket)
+            from promptcot_mamba.ssd.decode_graphs import BucketedDecoder
+
+            self._decoder = BucketedDecoder(model, self.pool,
+                                            step="triton" if cfg.decode_step == "bucketed-triton" else "eager")
         self.active: list[_Seq] = []  # slot order: active[i].slot == i
         self.waiting: deque[_Request] = deque()
         self.prefilling: list[_Request] = []
@@ -395,10 +408,14 @@ class Engine:
     def _decode(self, outputs: list[SeqOutput]) -> None:
         n = len(self.active)
         self.stats["peak_running"] = max(self.stats["peak_running"], n)
-        rows = self.max_slots if self.config.decode_on_pool else n
-        view = InferenceState(self.pool.conv[:, :rows], self.pool.ssm[:, :rows])
-        tokens = [s.last for s in self.active] + [0] * (rows - n)
-        logits = self.model.step(torch.tensor(tokens, dtype=torch.long, device=self.model.device), view)[:n]
+        if self._decoder is not None:
+            logits = self._decoder(torch.tensor([s.last for s in self.active], dtype=torch.long,
+                                                device=self.model.device))
+        else:
+            rows = self.max_slots if self.config.decode_on_pool else n
+            view = InferenceState(self.pool.conv[:, :rows], self.pool.ssm[:, :rows])
+            tokens = [s.last for s in self.active] + [0] * (rows - n)
+            logits = self.model.step(torch.tensor(tokens, dtype=torch.long, device=self.model.device), view)[:n]
         seqs = list(self.active)
         self._sample_and_emit(logits, seqs, list(range(n)), outputs)
         self._release_slots()

@@ -19,6 +19,9 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix-cache-gb", type=float, default=0.25)
     p.add_argument("--dtype", default="auto", help="auto (the checkpoint's), float32, bfloat16")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--decode-step", default="direct", choices=["direct", "bucketed", "bucketed-triton"],
+                   help="bucketed: CUDA-graph decode per batch-size bucket (ssd/decode_graphs) on a GPU")
 
 
 def build_engine(args):
@@ -31,8 +34,8 @@ def build_engine(args):
     slots = args.max_slots or (4096 if args.memory_budget else 64)
     cfg = EngineConfig(max_slots=slots, memory_budget_gb=args.memory_budget, max_queue=args.max_queue,
                        max_prompt_tokens=args.max_prompt_tokens, max_new_tokens=args.max_new_tokens,
-                       prefix_cache_gb=args.prefix_cache_gb)
-    return Engine.from_pretrained(args.model, cfg, dtype=args.dtype)
+                       prefix_cache_gb=args.prefix_cache_gb, decode_step=args.decode_step)
+    return Engine.from_pretrained(args.model, cfg, dtype=args.dtype, device=args.device)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -62,6 +62,9 @@ def test_decode_on_pool_matches_packed(model, tok):
     a = engine(model, tok, max_slots=4).generate(ps, GREEDY)
     b = engine(model, tok, max_slots=4, decode_on_pool=True).generate(ps, GREEDY)
     assert [r.samples[0].token_ids for r in a] == [r.samples[0].token_ids for r in b]
+    # the bucketed decoder of ssd/decode_graphs (CUDA graphs on a GPU, eager here) over the same pool
+    c = engine(model, tok, max_slots=4, decode_step="bucketed").generate(ps, GREEDY)
+    assert [r.samples[0].token_ids for r in a] == [r.samples[0].token_ids for r in c]
 
 
 def test_seed_reproducible_alone_and_batched(model, tok):
