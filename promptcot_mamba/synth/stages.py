@@ -114,7 +114,10 @@ def seed_records(path: str | Path, cfg: SynthConfig) -> list[dict]:
         if rid in seen:
             continue
         seen.add(rid)
-        out.append({"id": rid, "problem": text, "provenance": {"seed": {"file": Path(path).name}}})
+        item = {"id": rid, "problem": text, "provenance": {"seed": {"file": Path(path).name}}}
+        if isinstance(rec.get("concepts"), list) and rec["concepts"]:  # a concept dataset: no extraction
+            item["concepts"] = [str(c) for c in rec["concepts"]]
+        out.append(item)
         if cfg.seeds.limit and len(out) >= cfg.seeds.limit:
             break
     return out
@@ -125,6 +128,8 @@ def concepts_stage(cfg: SynthConfig, clients: Clients) -> LLMStage:
     client = clients.extractor
 
     def calls(rec):
+        if rec.get("concepts"):  # the seed record already lists its concepts (e.g. a concept dataset)
+            return []
         problem = rec["problem"]
         req = GenerationRequest(
             messages=({"role": "user", "content": P.concept_extraction_prompt(problem, c.num_concepts, cfg.domain)},),
@@ -133,6 +138,9 @@ def concepts_stage(cfg: SynthConfig, clients: Clients) -> LLMStage:
         return [Call(client, req, lambda gens: P.parse_concepts(gens[0].text, c.num_concepts), c.parse_retries)]
 
     def finish(rec, res):
+        if not res:
+            return make_record(rec["id"], "concepts", problem=rec["problem"], concepts=list(rec["concepts"]),
+                               provenance=_prov(rec, "concepts", {"source": "seed record"}))
         info = {"model": _name(client), "prompt_version": P.PROMPT_VERSIONS["concepts"],
                 "seed": derive_seed(cfg.seed, "concepts", rec["id"])}
         if isinstance(res[0], CallError):

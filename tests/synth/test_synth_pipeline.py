@@ -189,3 +189,15 @@ def test_parse_failures_keep_the_raw_answer(tmp_path):
     assert man["counts"]["failed"] == 1 and rec["reason"].startswith("parse: missing") and "attempt 3" in rec["reason"]
     assert rec["raw_excerpts"] == ["I would rather talk about the weather."]
     assert man["failures"][0]["id"] == "p-1"
+
+
+def test_seed_records_with_concepts_skip_extraction(tmp_path):
+    src = tmp_path / "seeds.jsonl"
+    src.write_text(json.dumps({"id": "k1", "problem": "P one", "concepts": ["graphs", "parity"]}) + "\n"
+                   + json.dumps({"id": "k2", "problem": "Seed problem about primes: find x."}) + "\n")
+    client = ScriptedSynthClient()
+    run_stage("concepts", src, tmp_path / "c.jsonl", client, CFG, progress=False)
+    recs = {r["id"]: r for r in read_jsonl(tmp_path / "c.jsonl")}
+    assert recs["k1"]["concepts"] == ["graphs", "parity"] and recs["k1"]["provenance"]["concepts"]["source"]
+    assert recs["k2"]["status"] == "done" and len(recs["k2"]["concepts"]) == 5
+    assert client.calls == 1
