@@ -20,8 +20,12 @@ from promptcot_mamba.train.recipe import ModelSpec, RecipeError
 log = logging.getLogger(__name__)
 
 
-def _round_vocab(n: int, multiple: int = 8) -> int:
+def round_vocab(n: int, multiple: int = 8) -> int:
+    """The vocabulary size a model built from a config gets for an n-token tokenizer."""
     return -(-n // multiple) * multiple
+
+
+_round_vocab = round_vocab  # the demo imports this name
 
 
 def load_tokenizer(ref: str):
