@@ -103,10 +103,11 @@ class Mamba2LM(nn.Module):
             raise ValueError("Mamba2LM: input_ids has no tokens (T = 0)")
         if input_ids.dtype not in (torch.long, torch.int32, torch.int64):
             raise ValueError(f"Mamba2LM: input_ids must be integer token ids, got {input_ids.dtype}")
-        vmax = int(input_ids.max()) if input_ids.numel() else 0
-        if vmax >= self.config.vocab_size or int(input_ids.min()) < 0:
-            raise ValueError(f"Mamba2LM: token id {vmax if vmax >= self.config.vocab_size else int(input_ids.min())} "
-                             f"is outside the vocabulary [0, {self.config.vocab_size})")
+        if input_ids.device.type == "cpu":  # on an accelerator this check would be a host sync per call
+            lo, hi = int(input_ids.min()), int(input_ids.max())
+            if hi >= self.config.vocab_size or lo < 0:
+                raise ValueError(f"Mamba2LM: token id {hi if hi >= self.config.vocab_size else lo} "
+                                 f"is outside the vocabulary [0, {self.config.vocab_size})")
         if seq_idx is not None and seq_idx.shape != input_ids.shape:
             raise ValueError(f"Mamba2LM: seq_idx shape {tuple(seq_idx.shape)} != input_ids shape {tuple(input_ids.shape)}")
         if state is not None and state.batch_size != b:
