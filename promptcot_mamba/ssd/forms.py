@@ -201,14 +201,19 @@ def ssd_step(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tens
              D: Tensor | None = None) -> Tensor:
     """One decode step of Eq. 1 for a batch, updating `state` (b, H, P, N, fp32) in place.
 
-    x (b, H, P), dt (b, H), B and C (b, G, N). Returns y (b, H, P) in x's dtype."""
+    x (b, H, P), dt (b, H), B and C (b, G, N). Returns y (b, H, P) in x's dtype.
+    The outer-product update and the readout are batched matmuls over (b·G) with the R heads of a
+    group stacked on the rows, so B and C are never expanded; an einsum here lowered to a bmm that was
+    ~3× slower at batch 64 on the 130M layer (generation engineer's measurement, issue 3).
+    """
     b, H, P = x.shape
     G, N = B.shape[-2:]
     R = H // G
-    h = state.view(b, G, R, P, N)
-    dtf = dt.float().view(b, G, R)
-    a = torch.exp(dtf * A.float().view(G, R))
-    xf = x.float().view(b, G, R, P)
-    h.mul_(a[..., None, None]).add_((dtf[..., None] * xf)[..., None] * B.float()[:, :, None, None, :])
-    y = torch.einsum("bgrpn,bgn->bgrp", h, C.float()).reshape(b, H, P)
+    dtf = dt.float()
+    a = torch.exp(dtf * A.float())  # (b, H)
+    state.mul_(a[:, :, None, None])
+    h3 = state.view(b * G, R * P, N)
+    u = (dtf[..., None] * x.float()).reshape(b * G, R * P, 1)  # Δ·x
+    h3.baddbmm_(u, B.float().reshape(b * G, 1, N))  # H += (Δ·x) ⊗ b
+    y = torch.bmm(h3, C.float().reshape(b * G, N, 1)).view(b, H, P)  # y = H c
     return _skip(y, x, D).to(x.dtype)
