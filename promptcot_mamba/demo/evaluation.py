@@ -94,27 +94,3 @@ def evaluate_client(client, items: Sequence[dict[str, Any]], *, samples: int, te
             "n_samples": len(graded), "verdicts": {k: v for k, v in summary["verdicts"].items() if v},
             "solved_any": len(solved), "mean_tokens": summary.get("mean_completion_tokens"),
             "truncation_rate": summary["truncation_rate"], "metric": summary["metric"]}
-
-
-class EngineShim:
-    """A minimal `LLMClient` over `generate.engine.Engine`, used only while
-    `promptcot_mamba.generate.client.EngineClient` is not importable (the generation part owns the
-    real one). Prompts are raw text (the paper's prompt); the engine batches all requests."""
-
-    def __init__(self, model, tokenizer, name: str = "mamba2-engine"):
-        from promptcot_mamba.generate.engine import Engine
-
-        self.name = name
-        self.tokenizer = tokenizer
-        self.engine = Engine(model, tokenizer)
-
-    def generate(self, requests):
-        from promptcot_mamba.generate.sampling import SamplingParams
-        from promptcot_mamba.llm.base import Generation
-
-        prompts = [self.tokenizer.encode(r.prompt) for r in requests]
-        params = [SamplingParams(max_tokens=r.max_tokens, temperature=r.temperature, top_p=r.top_p, n=r.n,
-                                 seed=r.seed, stop=tuple(r.stop)) for r in requests]
-        results = self.engine.generate(prompts, params)
-        return [[Generation(text=s.text, finish_reason=s.finish_reason, completion_tokens=len(s.token_ids),
-                            seed=s.seed) for s in res.samples] for res in results]

@@ -170,10 +170,8 @@ def _client_for(folder: str | None, tokenizer_dir: str, *, init_model: dict | No
     from promptcot_mamba.model.lm import Mamba2LM
 
     if isinstance(model, Mamba2LM):
-        try:
-            from promptcot_mamba.generate.client import EngineClient
-        except ImportError:  # the generation part's client is not there yet
-            from promptcot_mamba.demo.evaluation import EngineShim as EngineClient
+        from promptcot_mamba.generate.client import EngineClient
+
         return EngineClient(model, tok), model
     from promptcot_mamba.llm.hf_client import TransformersClient
 
