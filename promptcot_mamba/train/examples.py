@@ -14,6 +14,7 @@ import math
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from promptcot_mamba.train.adapters import BadRecord, Pair, adapt
 from promptcot_mamba.train.recipe import DatasetSpec, PhaseSpec
@@ -135,7 +136,10 @@ def select(examples: list[Example], spec: DatasetSpec, seed: int) -> list[Exampl
         target = int(round(spec.weight * n))
     else:
         return list(examples)
-    rng = random.Random(f"{seed}:{spec.describe()}")
+    # keyed by the file's name, not its absolute path, so the same recipe selects the same examples
+    # wherever the run folder or the data live (the demo's determinism test caught this)
+    key = f"{spec.kind}:{Path(spec.path).name}" if spec.path else spec.describe()
+    rng = random.Random(f"{seed}:{key}")
     reps, rest = divmod(target, n)
     chosen = list(examples) * reps
     chosen += [examples[i] for i in sorted(rng.sample(range(n), rest))]
