@@ -32,7 +32,8 @@ from promptcot_mamba.bench.report import (
     peak_memory_gb,
     peak_memory_reset,
     pyplot,
-    write_json,
+    save_figure,
+    save_result,
 )
 from promptcot_mamba.model.state import InferenceState
 from promptcot_mamba.ssd.decode_graphs import CUDAGraphStep
@@ -158,16 +159,8 @@ def plot_decode(result: dict[str, Any], path: str | Path) -> Path:
         ax.legend()
     m = result["machine"]
     fig.suptitle(f"Mamba-2 decode, {result['config']['model']} {result['config']['dtype']} — {m.get('gpu') or m['device']}")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def save(result: dict[str, Any], json_path: str | Path, plot: bool = True) -> dict[str, str]:
-    paths = {"json": str(write_json(json_path, result))}
-    if plot:
-        paths["png"] = str(plot_decode(result, Path(json_path).with_suffix(".png")))
-    return paths
+    return save_result(result, json_path, plot_decode, plot)

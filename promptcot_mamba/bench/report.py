@@ -112,3 +112,23 @@ def pyplot():
     except ImportError as err:
         raise ImportError("plots need matplotlib: pip install 'promptcot-mamba[plot]'") from err
     return plt
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Write a matplotlib figure as PNG (creating the folder) and close it."""
+    plt = pyplot()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def save_result(result: dict[str, Any], json_path: str | Path, plot_fn: Callable[[dict[str, Any], Path], Path],
+                plot: bool = True) -> dict[str, str]:
+    """The JSON every benchmark leaves behind, and its PNG beside it."""
+    paths = {"json": str(write_json(json_path, result))}
+    if plot:
+        paths["png"] = str(plot_fn(result, Path(json_path).with_suffix(".png")))
+    return paths

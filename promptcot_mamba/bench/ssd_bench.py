@@ -26,7 +26,8 @@ from promptcot_mamba.bench.report import (
     peak_memory_gb,
     peak_memory_reset,
     pyplot,
-    write_json,
+    save_figure,
+    save_result,
 )
 from promptcot_mamba.ssd import available_backends, ssd
 from promptcot_mamba.ssd.forms import ssd_chunked
@@ -167,12 +168,7 @@ def plot_ssd(result: dict[str, Any], path: str | Path) -> Path:
         ax.legend()
     m, c = result["machine"], result["config"]
     fig.suptitle(f"SSD scan, shape {c['shape']}, {c['dtype']}, batch {c['batch']} — {m.get('gpu') or m['device']}")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def summary(result: dict[str, Any]) -> list[str]:
@@ -190,7 +186,4 @@ def summary(result: dict[str, Any]) -> list[str]:
 
 
 def save(result: dict[str, Any], json_path: str | Path, plot: bool = True) -> dict[str, str]:
-    paths = {"json": str(write_json(json_path, result))}
-    if plot:
-        paths["png"] = str(plot_ssd(result, Path(json_path).with_suffix(".png")))
-    return paths
+    return save_result(result, json_path, plot_ssd, plot)

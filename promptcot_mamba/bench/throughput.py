@@ -34,7 +34,14 @@ from typing import Any
 import torch
 
 from promptcot_mamba.bench.decode_bench import CUDAGraphStep, load_model, step_function
-from promptcot_mamba.bench.report import machine_info, parse_bytes, parse_dtype, pyplot, write_json
+from promptcot_mamba.bench.report import (
+    machine_info,
+    parse_bytes,
+    parse_dtype,
+    pyplot,
+    save_figure,
+    save_result,
+)
 
 # Transformer baselines by shape (random weights). s1.1-7B is a Qwen2.5-7B fine-tune.
 TRANSFORMER_SHAPES: dict[str, dict[str, Any]] = {
@@ -322,16 +329,8 @@ def plot_throughput(result: dict[str, Any], path: str | Path) -> Path:
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend()
     fig.suptitle(f"Generation throughput ({result['mode']}) — {result['machine'].get('gpu') or result['machine']['device']}")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def save(result: dict[str, Any], json_path: str | Path, plot: bool = True) -> dict[str, str]:
-    paths = {"json": str(write_json(json_path, result))}
-    if plot:
-        paths["png"] = str(plot_throughput(result, Path(json_path).with_suffix(".png")))
-    return paths
+    return save_result(result, json_path, plot_throughput, plot)
