@@ -80,12 +80,12 @@ def _client(args):
         return OpenAIClient(args.base_url, model=args.api_model, max_concurrency=args.concurrency,
                             max_retries=args.max_retries)
     from promptcot_mamba.generate.client import EngineClient
-    from promptcot_mamba.serve.cli import build_engine
+    from promptcot_mamba.generate.engine import Engine, EngineConfig
 
-    ns = argparse.Namespace(model=args.model, threads=None, max_slots=args.max_slots, memory_budget=args.memory_budget,
-                            max_queue=100000, max_prompt_tokens=131072, max_new_tokens=max(args.max_tokens, 1),
-                            prefix_cache_gb=0.25, dtype=args.dtype)
-    return EngineClient(build_engine(ns), progress=False)
+    cfg = EngineConfig(max_slots=args.max_slots or (4096 if args.memory_budget else 64),
+                       memory_budget_gb=args.memory_budget, max_queue=100000, max_prompt_tokens=131072,
+                       max_new_tokens=max(args.max_tokens, 1))
+    return EngineClient(Engine.from_pretrained(args.model, cfg, dtype=args.dtype), progress=False)
 
 
 def _run(args) -> int:
