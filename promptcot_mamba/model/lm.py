@@ -159,8 +159,9 @@ class Mamba2LM(nn.Module):
             dtype = next(iter(state_dict.values())).dtype
         with torch.device("meta"):
             model = cls(config, ssd_backend=ssd_backend)
-        model = model.to_empty(device=device)
-        model.load_state_dict(state_dict, strict=False, assign=False)
+        # assign=True adopts the loaded tensors instead of copying them into fresh ones: peak memory
+        # while loading is one copy of the weights, not two (bench_model.py decode RSS)
+        model.load_state_dict({k: v.to(device) for k, v in state_dict.items()}, strict=False, assign=True)
         if config.tie_word_embeddings:
             model.lm_head.weight = model.backbone.embeddings.weight
         model = model.to(dtype=dtype)
