@@ -234,18 +234,5 @@ def test_fla_mapping_against_documented_simple_gla(monkeypatch):
         ssd_fla(x, dt, A, B, C, D, h0, packed_docs(2, 12))
 
 
-@pytest.fixture(autouse=True)
-def _fresh_process_guard(request):
-    if _TRITON_TOO_EARLY and request.node.name != "test_rerun_in_fresh_process":
-        pytest.skip("triton was imported before TRITON_INTERPRET=1; test_rerun_in_fresh_process runs these")
-
-
-def test_rerun_in_fresh_process():
-    if not _TRITON_TOO_EARLY:
-        pytest.skip("the tests of this file ran in this process")
-    import subprocess
-
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", __file__],
-                          env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:]
+def test_rerun_in_fresh_process(rerun_in_fresh_process):
+    rerun_in_fresh_process()  # the guard and the rerun live in tests/ssd_triton/conftest.py
