@@ -354,12 +354,13 @@ def ssd_triton_backward(x, dt, A, B, C, D, h0, doc, y, final, gy, gfinal, *, chu
     dC_h, _ = ssd_triton_forward(B, dt, A, x, gy, None, h0.transpose(-1, -2) if h0 is not None else None,
                                  doc, chunk=chunk, out_dtype=f32)
     dC = _group_sum(dC_h, G)
-    # 4. the log-decays, then Δ, A, x, D
-    ytil = y.float()
-    if D is not None:
-        Df = D.float()
-        ytil = ytil - x.float() * (Df[:, None] if Df.dim() == 1 else Df)
-    dAcs = (gy.float() * ytil).sum(-1) - (X * dX).sum(-1)  # (b, T, H)
+    # 4. the log-decays, then Δ, A, x, D. gy_t·(y_t − D x_t) = gy_tᵀ (h_t c_t) = c_t·(h_tᵀ gy_t), and
+    # h_tᵀ gy_t is run 3's per-head output: reading it there keeps this term in fp32. Taken from the
+    # stored y instead (bf16 in bf16 training), its rounding does not cancel against X·dX and A's
+    # gradient was off by ~4e-2 relative (issue 8's bound is 1e-2).
+    Gh = dC_h.view(b, T, G, H // G, N) * C.float()[:, :, :, None, :]
+    gy_ytil = Gh.sum(-1).reshape(b, T, H)  # (b, T, H)
+    dAcs = gy_ytil - (X * dX).sum(-1)  # (b, T, H)
     dAcs[:, -1] += (gfinal * final).sum((-1, -2))
     dla = dAcs.flip(1).cumsum(1).flip(1)
     ddt = (dX * x.float()).sum(-1) + dla * A.float()

@@ -148,7 +148,8 @@ def test_triton_backward_variants(variant):
     doc = packed_docs(b, T)
     leaves = [t.float().clone().requires_grad_() if t is not None else None for t in (x, dt, A, B, C, D, h0)]
     y_ref, fin_ref = ssd_chunked(*leaves, doc, chunk_size=8)
-    gy = None if variant == "no_D_final_only" else torch.randn_like(y_ref)
+    # the kernel gets gy in the input dtype (as in training), so the reference gets the same rounded values
+    gy = None if variant == "no_D_final_only" else torch.randn_like(y_ref).to(dtype).float()
     gfin = None if variant == "Dhp_no_h0_y_only" else torch.randn_like(fin_ref)
     outs = [(o, g) for o, g in ((y_ref, gy), (fin_ref, gfin)) if g is not None]
     live = [t for t in leaves if t is not None]
@@ -163,9 +164,10 @@ def test_triton_backward_variants(variant):
         assert g.dtype == (dtype if name in ("x", "dt", "B", "C") else torch.float32)
         r = next(ref)
         r = torch.zeros_like(g, dtype=torch.float32) if r is None else r  # e.g. C without a y gradient
-        # bf16: A's gradient sums Σ_t (gy·y − X·dX), two large terms whose bf16 rounding does not
-        # cancel (measured ~4e-2 here); the others carry plain bf16 rounding (~5e-3)
-        tol = 1e-4 if dtype == torch.float32 else (1e-1 if name == "A" else 2e-2)
+        # bf16: the others carry plain bf16 rounding (~5e-3). A's gradient sums Σ_t (gy·ỹ − X·dX), two
+        # large terms that cancel, so the bf16 operands of the adjoint runs' dots show: 1.0–2.5e-2 over
+        # five seeds (4.7e-2 before gy·ỹ was taken from the fp32 dC run instead of the bf16 y)
+        tol = 1e-4 if dtype == torch.float32 else (4e-2 if name == "A" else 1e-2)
         assert rel_err(g, r) < tol, name
 
 
