@@ -12,8 +12,19 @@ from collections.abc import Sequence
 from promptcot_mamba.text.reasoning import THINK_CLOSE, THINK_OPEN, split_reasoning
 
 
-def render_chat(tokenizer, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True) -> str:
-    """The prompt text for `messages`; template errors become ValueError naming the template."""
+def render_chat(tokenizer, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True,
+                continue_final_message: bool = False) -> str:
+    """The prompt text for `messages`; template errors become ValueError naming the template.
+
+    `continue_final_message` (vLLM's name): the last message is the start of the assistant's reply,
+    which the model continues. It is rendered as the conversation before it with the generation prompt,
+    followed by that text verbatim, so the reply's end-of-turn marker is never inserted."""
+    if continue_final_message:
+        if not messages or messages[-1].get("role") != "assistant":
+            raise ValueError("continue_final_message needs the last message to be the assistant's")
+        if add_generation_prompt:
+            raise ValueError("continue_final_message and add_generation_prompt cannot both be true")
+        return render_chat(tokenizer, messages[:-1]) + (messages[-1].get("content") or "")
     try:
         return tokenizer.apply_chat_template(list(messages), add_generation_prompt=add_generation_prompt)
     except ValueError:

@@ -52,7 +52,7 @@ class EngineClient:
     def render(self, req: GenerationRequest) -> str:
         if req.prompt is not None:
             return req.prompt
-        return self.tokenizer.apply_chat_template(list(req.messages), add_generation_prompt=True)
+        return self.tokenizer.apply_chat_template(list(req.messages), add_generation_prompt=True) + req.prefix
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Generation]]:
         t0 = time.perf_counter()

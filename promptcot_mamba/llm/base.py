@@ -24,11 +24,17 @@ class GenerationRequest:
     n: int = 1
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    # Chat only: the opening of the assistant's reply, which the model continues (assistant prefill,
+    # e.g. "<think>\n" or a format marker); the returned text excludes it. Over HTTP it is sent as a
+    # final assistant message with vLLM's `continue_final_message` (vLLM, SGLang and `pcm serve`).
+    prefix: str = ""
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("GenerationRequest needs exactly one of prompt= or messages=")
+        if self.prefix and self.messages is None:
+            raise ValueError("GenerationRequest.prefix is for chat requests; append it to prompt= instead")
         if self.n < 1:
             raise ValueError(f"GenerationRequest.n must be >= 1, got {self.n}")
         if self.max_tokens < 1:

@@ -132,7 +132,7 @@ class TransformersClient:
             return req.prompt, False
         text = self.tokenizer.apply_chat_template(list(req.messages or ()), tokenize=False,
                                                   add_generation_prompt=True)
-        return text, True
+        return text + req.prefix, True
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Generation]]:
         out: list[list[Generation]] = []

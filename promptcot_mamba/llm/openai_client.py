@@ -265,6 +265,10 @@ class OpenAIClient:
             body["prompt"] = req.prompt
             return "/completions", body
         body["messages"] = [dict(m) for m in req.messages or ()]
+        if req.prefix:  # assistant prefill, in vLLM's dialect (SGLang and `pcm serve` speak it too)
+            body["messages"].append({"role": "assistant", "content": req.prefix})
+            body["continue_final_message"] = True
+            body["add_generation_prompt"] = False
         return "/chat/completions", body
 
     async def _call_with_retries(self, http: httpx.AsyncClient, model: str,

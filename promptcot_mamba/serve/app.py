@@ -292,7 +292,8 @@ def create_app(engine: Engine, *, model_name: str = "promptcot-mamba", reasoning
         body: ChatCompletionRequest = await srv.parse(request, ChatCompletionRequest)
         try:
             prompt_text = render_chat(srv.tok, body.messages_as_dicts(),
-                                      add_generation_prompt=body.add_generation_prompt)
+                                      add_generation_prompt=body.add_generation_prompt,
+                                      continue_final_message=body.continue_final_message)
         except ValueError as err:
             raise APIError(400, str(err), param="messages") from None
         prompts = [srv.encode(prompt_text)]

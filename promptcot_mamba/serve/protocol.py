@@ -174,6 +174,7 @@ class ChatCompletionRequest(_Sampling):
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
     add_generation_prompt: bool = True
+    continue_final_message: bool = False  # vLLM extra: the last (assistant) message is continued
 
     def check_unsupported(self) -> None:
         super().check_unsupported()

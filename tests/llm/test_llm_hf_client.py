@@ -68,6 +68,15 @@ def test_greedy_matches_transformers_generate(tiny):
     assert out.text == tok.decode(ref[0, ids.shape[1]:], skip_special_tokens=True)
 
 
+def test_prefix_continues_the_rendered_chat(tiny):
+    client, _, tok = tiny
+    msgs = ({"role": "user", "content": "solve for x"},)
+    rendered = tok.apply_chat_template(list(msgs), tokenize=False, add_generation_prompt=True)
+    a = client.generate([GenerationRequest(messages=msgs, prefix="the quick", max_tokens=8, min_tokens=8)])[0][0]
+    b = client.generate([GenerationRequest(prompt=rendered + "the quick", max_tokens=8, min_tokens=8)])[0][0]
+    assert a.text == b.text and not a.text.startswith("the quick")
+
+
 def test_stop_strings_and_errors_are_recorded(tiny):
     client, _, _ = tiny
     # greedy continuation, then ask to stop at a substring of it

@@ -46,6 +46,19 @@ def test_completions_and_chat_roundtrip_with_body_fields():
     assert "top_k" not in b1 and "repetition_penalty" not in b1 and "seed" not in b1
 
 
+def test_prefix_is_sent_as_a_continued_assistant_message():
+    c = OpenAIClient("http://127.0.0.1:9/v1", api_key="k", model="m")
+    msgs = ({"role": "user", "content": "q"},)
+    route, body = c.build_body("m", GenerationRequest(messages=msgs, prefix="<think>\n"))
+    assert route == "/chat/completions"
+    assert body["messages"] == [{"role": "user", "content": "q"}, {"role": "assistant", "content": "<think>\n"}]
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+    _, plain = c.build_body("m", GenerationRequest(messages=msgs))
+    assert "continue_final_message" not in plain and len(plain["messages"]) == 1
+    with pytest.raises(ValueError, match="chat requests"):
+        GenerationRequest(prompt="p", prefix="x")
+
+
 def test_env_defaults_and_model_discovery(monkeypatch):
     ep = ScriptedEndpoint(model="served-model")
     with serve_in_thread(ep.app()) as url:

@@ -116,6 +116,19 @@ def test_chat_logprobs_and_vllm_extras(client):
     assert all(t.logprob <= 0 for t in lp)
 
 
+def test_chat_continue_final_message_is_assistant_prefill(client, model):
+    """vLLM's `continue_final_message`: the model continues the assistant's opening, which equals a
+    completion of the rendered conversation followed by that opening (no end-of-turn in between)."""
+    opening = "The answer is"
+    r = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": opening}],
+        max_tokens=10, temperature=0, extra_body={"continue_final_message": True, "add_generation_prompt": False})
+    prompt = model.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}]) + opening
+    ref = client.completions.create(model="tiny", prompt=prompt, max_tokens=10, temperature=0)
+    assert r.choices[0].message.content == ref.choices[0].text
+    assert r.usage.prompt_tokens == ref.usage.prompt_tokens
+
+
 def test_reasoning_content_split(server):
     # a prompt whose template ends inside <think>: everything before </think> is reasoning
     r = httpx.post(server.url + "/v1/chat/completions", json={
