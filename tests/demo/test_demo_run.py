@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 
@@ -62,6 +63,13 @@ def test_pcm_demo_quick_writes_report_and_plots(tmp_path, capsys):
     # SFT records follow iface.md §1
     rec = json.loads((out / "data" / "sft_composed.jsonl").read_text().splitlines()[0])
     assert rec["response"].startswith("<think>\n") and "\\boxed{" in rec["response"] and rec["id"]
+    # decontamination against the paper's benchmarks ran (the suite sets PCM_BENCHMARK_DIR) and kept
+    # the demo's short arithmetic statements
+    if os.environ.get("PCM_BENCHMARK_DIR"):
+        assert res["data"]["decontamination vs paper benchmarks"] == "ran"
+        dec = next(out.rglob("p2_07_decontam.jsonl"))
+        recs = [json.loads(line) for line in dec.read_text().splitlines()]
+        assert recs and all(r["status"] == "done" for r in recs)
 
 
 def _tiny_settings():
