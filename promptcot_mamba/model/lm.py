@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from promptcot_mamba.model.config import Mamba2Config, named_config
+from promptcot_mamba.model.matvec import project
 from promptcot_mamba.model.mixer import Mamba2Mixer
 from promptcot_mamba.model.norm import RMSNorm
 from promptcot_mamba.model.state import InferenceState
@@ -141,7 +142,7 @@ class Mamba2LM(nn.Module):
         for i, block in enumerate(self.backbone.layers):
             h = block.step(h, state.conv[i], state.ssm[i])
         h = self.backbone.norm_f(h.to(self.backbone.norm_f.weight.dtype))
-        return self.lm_head(h.to(self.lm_head.weight.dtype)).float()
+        return project(h.to(self.lm_head.weight.dtype), self.lm_head.weight).float()
 
     # ------------------------------------------------------------------------- checkpoint I/O
     @classmethod

@@ -9,43 +9,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from promptcot_mamba.model.config import Mamba2Config
+from promptcot_mamba.model.conv import causal_conv
+from promptcot_mamba.model.matvec import project
 from promptcot_mamba.model.norm import GatedRMSNorm
 from promptcot_mamba.ssd import ssd, ssd_step
-
-
-def causal_conv(xBC: Tensor, weight: Tensor, bias: Tensor | None, prev: Tensor | None,
-                doc: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Depthwise causal conv over time, optionally continuing from a window and resetting at
-    document starts.
-
-    xBC (b, T, C); weight (C, 1, K); prev (b, C, K) the last K raw inputs before this call (zeros
-    when None); doc (b, T) document ids. Returns (pre-activation output (b, T, C), new window (b, C, K)).
-    out_t = Σ_k w_k · in_{t-K+1+k}, where inputs of another document count as zero — the conv half of
-    "packed documents are independent" (DESIGN.md; mamba_ssm's torch fallback cannot do this).
-    """
-    b, T, C = xBC.shape
-    K = weight.shape[-1]
-    head = (prev[:, :, 1:].transpose(1, 2) if prev is not None
-            else xBC.new_zeros(b, K - 1, C))  # (b, K-1, C)
-    ext = torch.cat([head.to(xBC.dtype), xBC], dim=1)  # (b, K-1+T, C)
-    w = weight[:, 0, :].to(xBC.dtype)  # (C, K)
-    out = None
-    if doc is not None:
-        ext_doc = torch.cat([doc[:, :1].expand(b, K - 1), doc], dim=1)
-    for k in range(K):
-        term = ext[:, k:k + T] * w[:, k]
-        if doc is not None and k < K - 1:
-            term = term * (ext_doc[:, k:k + T] == doc).unsqueeze(-1).to(term.dtype)
-        out = term if out is None else out + term
-    if bias is not None:
-        out = out + bias.to(out.dtype)
-    window = torch.cat([prev.transpose(1, 2).to(xBC.dtype) if prev is not None else xBC.new_zeros(b, K, C),
-                        xBC], dim=1)[:, -K:]  # (b, K, C)
-    if doc is not None:  # the window carries only the last document's inputs
-        wdoc = torch.cat([doc[:, :1].expand(b, K), doc], dim=1)[:, -K:]
-        window = window * (wdoc == doc[:, -1:]).unsqueeze(-1).to(window.dtype)
-    return out, window.transpose(1, 2).contiguous()
-
 
 CPU_CHUNK = 128
 
@@ -114,18 +81,28 @@ class Mamba2Mixer(nn.Module):
         return self.out_proj(y), window, final
 
     def step(self, h: Tensor, conv_state: Tensor, ssm_state: Tensor) -> Tensor:
-        """One token per sequence: h (b, d) → (b, d); updates both states in place."""
+        """One token per sequence: h (b, d) → (b, d); updates both states in place.
+
+        At batch 1 on CPU a step costs the weight reads of the two projections plus ~25 small ops per
+        layer at a few µs each, so it is written for few ops: the projections go through `project`
+        (oneDNN, at the memory's speed), z/xBC/dt are views of one in_proj output, the conv window is
+        shifted with one cat, the skip and the bias are fused in place (tests/model/test_model_decode.py)."""
         c = self.config
         b = h.shape[0]
-        z, xBC, dt = self._split(self.in_proj(h))
-        conv_state.copy_(torch.roll(conv_state, shifts=-1, dims=-1))
-        conv_state[:, :, -1] = xBC.to(conv_state.dtype)
-        xBC = (conv_state * self.conv1d.weight[:, 0, :].to(conv_state.dtype)).sum(-1).to(h.dtype)
+        zxbcdt = project(h, self.in_proj.weight, self.in_proj.bias)  # (b, in_proj_dim)
+        z = zxbcdt[:, :c.d_inner]
+        dt = zxbcdt[:, c.d_inner + c.conv_dim:]  # (b, H)
+        xBC = zxbcdt[:, c.d_inner:c.d_inner + c.conv_dim]  # (b, conv_dim)
+        window = torch.cat([conv_state[:, :, 1:], xBC[:, :, None].to(conv_state.dtype)], dim=-1)  # (b, C, K)
+        conv_state.copy_(window)
+        xBC = torch.linalg.vecdot(window, self.conv1d.weight[:, 0, :].to(window.dtype)).to(h.dtype)  # (b, C)
         if self.conv1d.bias is not None:
-            xBC = xBC + self.conv1d.bias
-        xBC = F.silu(xBC)
-        x, B, C = torch.split(xBC, [c.d_inner, c.n_groups * c.state_size, c.n_groups * c.state_size], dim=-1)
+            xBC += self.conv1d.bias
+        xBC = F.silu(xBC, inplace=True)
+        GN = c.n_groups * c.state_size
+        x = xBC[:, :c.d_inner].view(b, c.num_heads, c.head_dim)
+        B = xBC[:, c.d_inner:c.d_inner + GN].view(b, c.n_groups, c.state_size)
+        C = xBC[:, c.d_inner + GN:].view(b, c.n_groups, c.state_size)
         A = -torch.exp(self.A_log.float())
-        y = ssd_step(ssm_state, x.reshape(b, c.num_heads, c.head_dim), self._dt(dt), A,
-                     B.reshape(b, c.n_groups, c.state_size), C.reshape(b, c.n_groups, c.state_size), self.D)
-        return self.out_proj(self.norm(y.reshape(b, c.d_inner), z))
+        y = ssd_step(ssm_state, x, self._dt(dt), A, B, C, self.D)
+        return project(self.norm(y.view(b, c.d_inner), z), self.out_proj.weight, self.out_proj.bias)

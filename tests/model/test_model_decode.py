@@ -1,0 +1,110 @@
+"""The fast decode step: oneDNN/ATen projections agree, and steps equal the full forward on every path."""
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from promptcot_mamba import Mamba2LM, named_config
+from promptcot_mamba.model import matvec
+
+PROJECTION_BACKENDS = ["aten"] + (["onednn"] if matvec.onednn_available() else [])
+
+
+@pytest.fixture
+def backend(request):
+    before = matvec.get_backend()
+    matvec.set_backend(request.param)
+    yield request.param
+    matvec.set_backend(before)
+
+
+@pytest.mark.parametrize("backend", PROJECTION_BACKENDS, indirect=True)
+@pytest.mark.parametrize("rows", [1, 3, 17])
+def test_project_equals_linear(backend, rows):
+    g = torch.Generator().manual_seed(rows)
+    x, w, b = torch.randn(rows, 48, generator=g), torch.randn(70, 48, generator=g), torch.randn(70, generator=g)
+    with torch.no_grad():
+        assert torch.allclose(matvec.project(x, w, b), F.linear(x, w, b), atol=1e-5)
+        assert torch.allclose(matvec.project(x, w), F.linear(x, w), atol=1e-5)
+        # a non-contiguous input (a column slice, as the step's views are)
+        wide = torch.randn(rows, 96, generator=g)
+        assert torch.allclose(matvec.project(wide[:, 10:58], w), F.linear(wide[:, 10:58], w), atol=1e-5)
+
+
+def test_project_falls_back_to_linear_for_autograd_and_other_dtypes():
+    w = torch.randn(8, 4, requires_grad=True)
+    x = torch.randn(2, 4)
+    y = matvec.project(x, w)
+    assert y.requires_grad  # autograd still flows: F.linear was used
+    y.sum().backward()
+    assert w.grad is not None
+    xb, wb = x.bfloat16(), w.detach().bfloat16()
+    assert torch.equal(matvec.project(xb, wb), F.linear(xb, wb))
+
+
+def test_set_backend_rejects_unknown_names():
+    with pytest.raises(ValueError, match="matvec backend"):
+        matvec.set_backend("mkl")
+
+
+def _configs():
+    tiny = named_config("tiny")
+    return {
+        "tiny": tiny,
+        "tiny-g1": named_config("tiny-g1"),
+        "bias-and-dt-limit": dataclasses.replace(tiny, use_bias=True, time_step_limit=(0.01, 0.2)),
+        "no-conv-bias": dataclasses.replace(tiny, use_conv_bias=False, residual_in_fp32=False),
+    }
+
+
+@pytest.mark.parametrize("backend", PROJECTION_BACKENDS, indirect=True)
+@pytest.mark.parametrize("name", list(_configs()))
+@pytest.mark.parametrize("batch", [1, 3])
+def test_steps_equal_full_forward(backend, name, batch):
+    torch.manual_seed(11)
+    model = Mamba2LM(_configs()[name]).eval()
+    with torch.no_grad():  # non-trivial biases and skip, so every fused term is exercised
+        for p_name, p in model.named_parameters():
+            if p_name.endswith("bias") or p_name.endswith(".D"):
+                p.normal_(0, 0.5)
+    ids = torch.randint(0, model.config.vocab_size, (batch, 14))
+    with torch.no_grad():
+        full = model(ids).logits
+        last, state = model.prefill(ids[:, :8])
+        assert torch.allclose(last, full[:, 7], atol=1e-4)
+        for t in range(8, 14):
+            assert torch.allclose(model.step(ids[:, t], state), full[:, t], atol=1e-4), (name, t)
+
+
+def test_bf16_step_follows_the_fp32_model():
+    torch.manual_seed(12)
+    model = Mamba2LM("tiny").eval()
+    ids = torch.randint(0, 256, (2, 12))
+    with torch.no_grad():
+        ref = model(ids).logits[:, -1]
+        low = model.to(torch.bfloat16)
+        _, state = low.prefill(ids[:, :9])
+        for t in range(9, 12):
+            out = low.step(ids[:, t], state)
+    assert out.dtype == torch.float32 and state.ssm.dtype == torch.float32
+    assert (out - ref).abs().max() <= 5e-2 * ref.abs().max()
+
+
+def test_step_updates_a_view_of_a_larger_state_pool_in_place():
+    """The generation engine steps on rows [0, r) of its pool (generate/engine.py)."""
+    torch.manual_seed(13)
+    model = Mamba2LM("tiny").eval()
+    pool = model.allocate_state(4)
+    ids = torch.randint(0, 256, (2, 6))
+    with torch.no_grad():
+        _, s = model.prefill(ids[:, :5])
+        pool.write([0, 1], s)
+        untouched = pool.ssm[:, 2:].clone(), pool.conv[:, 2:].clone()
+        view = type(pool)(pool.conv[:, :2], pool.ssm[:, :2])
+        a = model.step(ids[:, 5], view)
+        b = model.step(ids[:, 5], s)
+    assert torch.allclose(a, b, atol=1e-6)
+    assert torch.equal(pool.ssm[:, :2], s.ssm) and torch.equal(pool.conv[:, :2], s.conv)
+    assert torch.equal(pool.ssm[:, 2:], untouched[0]) and torch.equal(pool.conv[:, 2:], untouched[1])
