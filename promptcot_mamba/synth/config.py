@@ -58,6 +58,7 @@ class ConceptsConfig:
     max_tokens: int = 1024
     temperature: float = 0.0
     parse_retries: int = 2
+    few_shot: bool = False  # one worked example as a prior turn (small models; prompts.example_turns)
 
     def __post_init__(self) -> None:
         _check(self.num_concepts >= 2, "concepts.num_concepts must be >= 2")
@@ -92,6 +93,8 @@ class ProblemsConfig:
     temperature: float = 0.6
     top_p: float = 1.0
     parse_retries: int = 1
+    few_shot: bool = False  # instruct style: one worked example as a prior turn
+    prefill: bool = False  # instruct style: the reply starts with the rationale marker (assistant prefill)
 
     def __post_init__(self) -> None:
         _check(self.prompt_style in ("instruct", "paper"), "problems.prompt_style must be instruct|paper")
@@ -103,6 +106,7 @@ class JudgeConfig:
     max_tokens: int = 2048
     temperature: float = 0.6
     parse_retries: int = 1
+    few_shot: bool = False  # one worked judgement as a prior turn (small models)
 
     def __post_init__(self) -> None:
         _check(self.keep_policy in KEEP_POLICIES, f"judge.keep_policy must be one of {KEEP_POLICIES}")
@@ -136,6 +140,8 @@ class TeacherConfig:
     responses_per_problem: int = 1
     num_test_inputs: int = 5  # code
     test_timeout_s: float = 5.0  # code, per run
+    few_shot: bool = False  # chat mode: one worked example as a prior turn
+    prefill: bool = False  # chat mode: the reply starts with "<think>\n" (completion mode always does)
 
     def __post_init__(self) -> None:
         _check(self.k >= 1, "teacher.k must be >= 1")

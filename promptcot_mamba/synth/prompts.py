@@ -63,7 +63,7 @@ _LISTITEM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+(.+?)\s*$", re.M)
 
 
 def _clean_concept(c: str) -> str:
-    c = re.sub(r"\s+", " ", c.strip().strip("*").strip()).strip(" .;,\"'`")
+    c = re.sub(r"\s+", " ", c.strip().strip("*").strip()).strip(" .;:,\"'`")
     return c
 
 
@@ -211,6 +211,76 @@ def verdict_from_criteria(criteria: dict[str, str]) -> str:
     core = criteria.get("FACTUAL ACCURACY") == "perfect" and criteria.get("SOLVABILITY") == "perfect"
     others = sum(1 for k, v in criteria.items() if k not in ("FACTUAL ACCURACY", "SOLVABILITY") and v == "perfect")
     return "perfect" if core and others >= 2 else "acceptable"
+
+
+# ------------------------------------------------------------------------------------------------
+# one worked example per stage, for small models (config `few_shot: true`)
+# A model of ~100M parameters does not follow a format it is only told about: SmolLM2-135M-Instruct
+# answered the concept prompt with prose in 6 of 6 seeds, but with `Knowledge Point:` lines in 3 of 3
+# once shown one exchange (measured 2026-11-27). The example is a prior user/assistant turn built by
+# the same prompt functions, so it always matches the current wording.
+_EXAMPLES: dict[str, dict[str, tuple]] = {
+    "concepts": {
+        "math": ("What is the remainder when $2^{10}$ is divided by $7$?",
+                 ["Modular arithmetic: congruences and remainders", "Powers and the laws of exponents",
+                  "Periodicity of powers modulo n", "Euclidean division of integers", "Fermat's little theorem"]),
+        "code": ("Given n integers, print the length of the longest strictly increasing contiguous run.",
+                 ["Linear scans over arrays", "Tracking a running maximum", "Reading input from stdin",
+                  "Off-by-one reasoning at sequence boundaries", "Time complexity analysis"]),
+    },
+    "problems": {
+        "math": (["Modular arithmetic", "Powers and exponents"], "AMC12",
+                 "The remainder of a power depends only on the base modulo n, and powers repeat with a period; "
+                 "a large exponent forces the solver to find that period.",
+                 "Find the remainder when $3^{100}$ is divided by $8$."),
+        "code": (["Prefix sums", "Reading input from stdin"], "Codeforces Div. 2 A",
+                 "Range sums asked many times reward precomputing prefix sums; reading all queries at once keeps "
+                 "the input handling simple.",
+                 "The first line holds n and q (1 <= n, q <= 10^5), the second n integers a_i (|a_i| <= 10^9). "
+                 "Each of the next q lines holds l and r (1 <= l <= r <= n). For each query print "
+                 "a_l + ... + a_r on its own line."),
+    },
+    "judge": {  # ratings per criterion (FORMAT … SOLVABILITY) and their one-sentence justifications
+        d: (("Perfect", "Perfect", "Acceptable", "Perfect", "Perfect"),
+            ("both blocks are present and in order.", "the statement is correct and unambiguous.",
+             "a little easy for the target level.", "it uses every listed concept.",
+             "it has one well-defined answer."))
+        for d in ("math", "code")
+    },
+    "solutions": {
+        "math": ("What is $2 + 3 \\cdot 4$?",
+                 "<think>\nMultiplication comes before addition: 3 * 4 = 12, and 2 + 12 = 14.\n</think>\n\n"
+                 "By the order of operations, $2 + 3 \\cdot 4 = 2 + 12 = 14$. The answer is $\\boxed{14}$."),
+        "code": ("Read two integers a and b from one line and print their sum.",
+                 "<think>\nRead the line, split it into two integers, print a + b.\n</think>\n\n"
+                 "```python\na, b = map(int, input().split())\nprint(a + b)\n```"),
+    },
+}
+
+
+def example_turns(stage: str, domain: str, user_prompt) -> tuple[dict[str, str], dict[str, str]]:
+    """The (user, assistant) messages of `stage`'s worked example; `user_prompt` builds the user turn
+    from the example's inputs exactly as the stage builds it for a real record."""
+    ex = _EXAMPLES[stage][domain]
+    if stage == "concepts":
+        user, reply = user_prompt(ex[0]), "\n".join(f"Knowledge Point: {c}" for c in ex[1])
+    elif stage == "problems":
+        concepts, level, rationale, problem = ex
+        user = user_prompt(concepts, level)
+        reply = f"{RATIONALE_BEGIN}\n{rationale}\n{RATIONALE_END}\n{PROBLEM_BEGIN}\n{problem}\n{PROBLEM_END}"
+    elif stage == "judge":  # judges the problems example
+        concepts, level, rationale, problem = _EXAMPLES["problems"][domain]
+        user = user_prompt(concepts, level, rationale, problem)
+        reply = "\n".join(f"{c}: {r} - {why}" for c, r, why in zip(JUDGE_CRITERIA, ex[0], ex[1]))
+        reply += "\nFinal Judgement: " + verdict_from_criteria(dict(zip(JUDGE_CRITERIA, (r.lower() for r in ex[0]))))
+    else:
+        user, reply = user_prompt(ex[0]), ex[1]
+    return {"role": "user", "content": user}, {"role": "assistant", "content": reply}
+
+
+def prompt_version(stage: str, *, few_shot: bool = False, prefill: bool = False) -> str:
+    """The provenance string of a stage's prompt, with the variants that change what the model sees."""
+    return PROMPT_VERSIONS[stage] + ("+1shot" if few_shot else "") + ("+prefill" if prefill else "")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -91,6 +91,8 @@ def _run_calls(calls: list[Call]) -> list[Any]:
             for i, gens in zip(idxs, outs):
                 call = calls[i]
                 call.attempts += 1
+                if call.request.prefix:  # parsers read the whole reply, prefilled opening included
+                    gens = [dataclasses.replace(g, text=call.request.prefix + g.text) if g.ok else g for g in gens]
                 call.raw = [g.text for g in gens]
                 errs = [g.error for g in gens if not g.ok]
                 if errs:

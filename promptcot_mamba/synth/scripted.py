@@ -101,10 +101,16 @@ class ScriptedSynthClient:
             gens = []
             for i in range(r.n):
                 seed = None if r.seed is None else r.seed + i
-                gens.append(Generation(text=answer(stage, r.metadata, seed, bad_rate=self.bad_rate),
-                                       finish_reason="stop", seed=r.seed))
+                text = _continue(answer(stage, r.metadata, seed, bad_rate=self.bad_rate), r.prefix)
+                gens.append(Generation(text=text, finish_reason="stop", seed=r.seed))
             out.append(gens)
         return out
+
+
+def _continue(text: str, prefix: str) -> str:
+    """What a model prefilled with `prefix` would add: the scripted answer without that opening (an
+    answer that does not start with it is returned whole, as a model ignoring the prefill would)."""
+    return text[len(prefix):] if prefix and text.startswith(prefix) else text
 
 
 # ------------------------------------------------------------------------------------------------
@@ -141,8 +147,12 @@ def infer_stage(text: str) -> tuple[str, dict]:
 
 def scripted_responder(route: str, body: dict, i: int) -> str:
     """Responder for llm.scripted_server.ScriptedEndpoint."""
+    prefix = ""
     if route == "chat":
-        text = (body.get("messages") or [{}])[-1].get("content", "")
+        msgs = body.get("messages") or [{}]
+        if body.get("continue_final_message") and len(msgs) > 1:
+            prefix, msgs = msgs[-1].get("content", ""), msgs[:-1]
+        text = msgs[-1].get("content", "")
     else:
         text = body.get("prompt", "")
     stage, inputs = infer_stage(text)
@@ -150,4 +160,4 @@ def scripted_responder(route: str, body: dict, i: int) -> str:
         # judge_index is not in the prompt; the model name tells judges apart on a real endpoint
         inputs["judge_index"] = 0
     seed = body.get("seed")
-    return answer(stage, inputs, None if seed is None else seed + i)
+    return _continue(answer(stage, inputs, None if seed is None else seed + i), prefix)

@@ -131,8 +131,13 @@ def concepts_stage(cfg: SynthConfig, clients: Clients) -> LLMStage:
         if rec.get("concepts"):  # the seed record already lists its concepts (e.g. a concept dataset)
             return []
         problem = rec["problem"]
+
+        def ask(p: str) -> str:
+            return P.concept_extraction_prompt(p, c.num_concepts, cfg.domain)
+
+        shots = P.example_turns("concepts", cfg.domain, ask) if c.few_shot else ()
         req = GenerationRequest(
-            messages=({"role": "user", "content": P.concept_extraction_prompt(problem, c.num_concepts, cfg.domain)},),
+            messages=(*shots, {"role": "user", "content": ask(problem)}),
             max_tokens=c.max_tokens, temperature=c.temperature, seed=derive_seed(cfg.seed, "concepts", rec["id"]),
             metadata={"stage": "concepts", "problem": problem, "num_concepts": c.num_concepts, "domain": cfg.domain})
         return [Call(client, req, lambda gens: P.parse_concepts(gens[0].text, c.num_concepts), c.parse_retries)]
@@ -141,7 +146,7 @@ def concepts_stage(cfg: SynthConfig, clients: Clients) -> LLMStage:
         if not res:
             return make_record(rec["id"], "concepts", problem=rec["problem"], concepts=list(rec["concepts"]),
                                provenance=_prov(rec, "concepts", {"source": "seed record"}))
-        info = {"model": _name(client), "prompt_version": P.PROMPT_VERSIONS["concepts"],
+        info = {"model": _name(client), "prompt_version": P.prompt_version("concepts", few_shot=c.few_shot),
                 "seed": derive_seed(cfg.seed, "concepts", rec["id"])}
         if isinstance(res[0], CallError):
             return make_record(rec["id"], "concepts", status=FAILED, reason=str(res[0]), problem=rec["problem"],
@@ -209,7 +214,9 @@ def combos(in_path: Path, out_path: Path, cfg: SynthConfig, progress: bool = Tru
 def problems_stage(cfg: SynthConfig, clients: Clients) -> LLMStage:
     c = cfg.problems
     client = clients.generator
-    version = P.PROMPT_VERSIONS["problems_paper" if c.prompt_style == "paper" else "problems"]
+    paper = c.prompt_style == "paper"
+    version = P.prompt_version("problems_paper") if paper else P.prompt_version(
+        "problems", few_shot=c.few_shot, prefill=c.prefill)
 
     def calls(rec):
         concepts, level = rec["concepts"], rec.get("level") or ""
@@ -219,8 +226,13 @@ def problems_stage(cfg: SynthConfig, clients: Clients) -> LLMStage:
             req = GenerationRequest(prompt=P.concept_prompt(concepts, level), max_tokens=c.max_tokens,
                                     temperature=c.temperature, top_p=c.top_p, seed=seed, metadata=meta)
         else:
+            def ask(cs: list[str], lv: str) -> str:
+                return P.problem_generation_prompt(cs, lv, cfg.domain)
+
+            shots = P.example_turns("problems", cfg.domain, ask) if c.few_shot else ()
             req = GenerationRequest(
-                messages=({"role": "user", "content": P.problem_generation_prompt(concepts, level, cfg.domain)},),
+                messages=(*shots, {"role": "user", "content": ask(concepts, level)}),
+                prefix=P.RATIONALE_BEGIN + "\n" if c.prefill else "",
                 max_tokens=c.max_tokens, temperature=c.temperature, top_p=c.top_p, seed=seed, metadata=meta)
         return [Call(client, req, lambda gens: P.parse_rationale_problem(gens[0].text), c.parse_retries)]
 
@@ -263,11 +275,15 @@ def judge_stage(cfg: SynthConfig, clients: Clients) -> LLMStage:
 
     def calls(rec):
         out = []
+
+        def ask(concepts: list[str], level: str, rationale: str, problem: str) -> str:
+            return P.judge_prompt(concepts, level, rationale, problem, cfg.domain)
+
+        shots = P.example_turns("judge", cfg.domain, ask) if c.few_shot else ()
         for j, client in enumerate(judges):
             req = GenerationRequest(
-                messages=({"role": "user", "content": P.judge_prompt(rec["concepts"], rec.get("level") or "",
-                                                                     rec["rationale"], rec["problem"],
-                                                                     cfg.domain)},),
+                messages=(*shots, {"role": "user", "content": ask(rec["concepts"], rec.get("level") or "",
+                                                                   rec["rationale"], rec["problem"])}),
                 max_tokens=c.max_tokens, temperature=c.temperature,
                 seed=derive_seed(cfg.seed, "judge", rec["id"], j),
                 metadata={"stage": "judge", "judge_index": j, "concepts": list(rec["concepts"]),
@@ -277,7 +293,7 @@ def judge_stage(cfg: SynthConfig, clients: Clients) -> LLMStage:
         return out
 
     def finish(rec, res):
-        info = {"models": [_name(j) for j in judges], "prompt_version": P.PROMPT_VERSIONS["judge"],
+        info = {"models": [_name(j) for j in judges], "prompt_version": P.prompt_version("judge", few_shot=c.few_shot),
                 "keep_policy": c.keep_policy, "seeds": [derive_seed(cfg.seed, "judge", rec["id"], j)
                                                         for j in range(len(judges))]}
         base = {k: rec[k] for k in ("concepts", "level", "rationale", "problem")}
@@ -372,8 +388,13 @@ def teacher_request(problem: str, cfg: SynthConfig, seed: int, index: int) -> Ge
         return GenerationRequest(prompt=paper_prompt(user, math=math), **common)
     instruction = ("Think through the problem step by step inside <think> and </think> tags, then write the "
                    "final answer " + ("in \\boxed{}." if math else "as a Python program in a ```python block."))
-    content = (user + MATH_SUFFIX if math else user) + "\n" + instruction
-    return GenerationRequest(messages=({"role": "user", "content": content},), **common)
+
+    def ask(p: str) -> str:
+        return (p + MATH_SUFFIX if math else P.code_user_prompt(p)) + "\n" + instruction
+
+    shots = P.example_turns("solutions", cfg.domain, ask) if t.few_shot else ()
+    return GenerationRequest(messages=(*shots, {"role": "user", "content": ask(problem)}),
+                             prefix="<think>\n" if t.prefill else "", **common)
 
 
 def solutions_stage(cfg: SynthConfig, clients: Clients) -> LLMStage:
@@ -381,7 +402,7 @@ def solutions_stage(cfg: SynthConfig, clients: Clients) -> LLMStage:
 
     t = cfg.teacher
     teacher, tester = clients.teacher, clients.tests
-    prefilled = t.mode == "completion"
+    prefilled = t.mode == "completion"  # the chat-mode prefix is put back on the text by the runner
     code = cfg.domain == "code"
 
     def calls(rec):
@@ -399,7 +420,9 @@ def solutions_stage(cfg: SynthConfig, clients: Clients) -> LLMStage:
         return out
 
     def finish(rec, res):
-        info = {"model": _name(teacher), "prompt_version": P.PROMPT_VERSIONS["solutions"], "k": t.k,
+        info = {"model": _name(teacher), "k": t.k,
+                "prompt_version": P.prompt_version("solutions", few_shot=t.few_shot and t.mode == "chat",
+                                                   prefill=t.prefill and t.mode == "chat"),
                 "mode": t.mode, "seeds": [derive_seed(cfg.seed, "solutions", rec["id"], i) for i in range(t.k)]}
         base = {k: rec[k] for k in ("concepts", "level", "rationale", "problem") if k in rec}
         tests = None

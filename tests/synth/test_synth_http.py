@@ -55,6 +55,27 @@ def test_chain_over_http_with_fault_injection(tmp_path):
     assert len(list(read_jsonl(out / STAGE_FILES["concepts"]))) == 40
 
 
+def test_prefill_and_few_shot_over_http_equal_in_process(tmp_path):
+    """The small-model knobs over HTTP: the prefix travels as a continued assistant message (vLLM's
+    `continue_final_message`), and the chain writes what the in-process client writes."""
+    from test_synth_pipeline import with_small_model_knobs
+
+    from promptcot_mamba.synth.scripted import ScriptedSynthClient
+
+    seeds = make_seeds(tmp_path / "seeds.jsonl", 10)
+    cfg = with_small_model_knobs(dict(CFG, teacher={**CFG["teacher"], "mode": "chat"}))
+    ep = ScriptedEndpoint(responder=scripted_responder, keep_bodies=True)
+    with serve_in_thread(ep.app()) as url:
+        client = OpenAIClient(url, model="scripted", max_concurrency=8)
+        http = run_pipeline(cfg, client, tmp_path / "http", seeds_path=seeds, progress=False)
+    local = run_pipeline(cfg, ScriptedSynthClient(), tmp_path / "local", seeds_path=seeds, progress=False)
+    a, b = check_sft(http.sft_path), check_sft(local.sft_path)
+    assert len(a) > 2 and [r["response"] for r in a] == [r["response"] for r in b]
+    continued = [b for b in ep.bodies if b.get("continue_final_message")]
+    assert continued and all(b["messages"][-1]["role"] == "assistant" and b["add_generation_prompt"] is False
+                             for b in continued)
+
+
 def _run_cli(url: str, cfg_path: Path, seeds: Path, out: Path) -> subprocess.Popen:
     env = dict(os.environ, OPENAI_API_KEY="sk-test", PYTHONPATH=str(ROOT))
     env.pop("OPENAI_BASE_URL", None)

@@ -201,3 +201,42 @@ def test_seed_records_with_concepts_skip_extraction(tmp_path):
     assert recs["k1"]["concepts"] == ["graphs", "parity"] and recs["k1"]["provenance"]["concepts"]["source"]
     assert recs["k2"]["status"] == "done" and len(recs["k2"]["concepts"]) == 5
     assert client.calls == 1
+
+
+SMALL_MODEL_KNOBS = {"concepts": {"few_shot": True}, "problems": {"few_shot": True, "prefill": True},
+                     "judge": {"few_shot": True}, "teacher": {"mode": "chat", "few_shot": True, "prefill": True}}
+
+
+def with_small_model_knobs(cfg: dict) -> dict:
+    out = json.loads(json.dumps(cfg))
+    for section, knobs in SMALL_MODEL_KNOBS.items():
+        out.setdefault(section, {}).update(knobs)
+    return out
+
+
+def test_few_shot_and_prefill_reach_the_model_and_the_parsers(tmp_path):
+    """With every small-model knob on, the requests carry one worked example and the prefilled openings,
+    the parsers see opening + continuation (so the same SFT pairs come out as from a model that writes
+    the whole reply), and the provenance names the prompt variant."""
+    from promptcot_mamba.synth.config import SynthConfig
+    from promptcot_mamba.synth.prompts import RATIONALE_BEGIN
+    from promptcot_mamba.synth.stages import teacher_request
+
+    seeds = make_seeds(tmp_path / "seeds.jsonl", 12)
+    base = dict(CFG, teacher={**CFG["teacher"], "mode": "chat"})
+    plain = run_pipeline(base, ScriptedSynthClient(), tmp_path / "plain", seeds_path=seeds, progress=False)
+    knobs = run_pipeline(with_small_model_knobs(base), ScriptedSynthClient(), tmp_path / "knobs", seeds_path=seeds,
+                         progress=False)
+    a, b = check_sft(plain.sft_path), check_sft(knobs.sft_path)
+    assert len(a) > 3 and [(r["prompt"], r["response"]) for r in a] == [(r["prompt"], r["response"]) for r in b]
+    prov = b[0]["provenance"]
+    concepts = next(read_jsonl(tmp_path / "knobs" / STAGE_FILES["concepts"]))
+    assert concepts["provenance"]["concepts"]["prompt_version"].endswith("+1shot")
+    assert prov["problems"]["prompt_version"].endswith("+1shot+prefill")
+    assert prov["solutions"]["prompt_version"].endswith("+1shot+prefill")
+    assert not a[0]["provenance"]["problems"]["prompt_version"].endswith("prefill")
+    req = teacher_request("What is 1+1?", SynthConfig.from_dict(with_small_model_knobs(base)), 0, 0)
+    assert [m["role"] for m in req.messages] == ["user", "assistant", "user"] and req.prefix == "<think>\n"
+    assert "\\boxed{14}" in req.messages[1]["content"] and "What is 1+1?" in req.messages[2]["content"]
+    recs = list(read_jsonl(tmp_path / "knobs" / STAGE_FILES["problems"]))
+    assert recs and all(RATIONALE_BEGIN not in r.get("rationale", "") for r in recs)
