@@ -126,6 +126,38 @@ def ssd_quadratic(x, dt, A, B, C, D=None, initial_state=None, doc=None):
     return _skip(y, x, D).to(x.dtype), hT.reshape(b, H, P, N)
 
 
+class _IntraChunk(torch.autograd.Function):
+    """The diagonal blocks of Eq. 2 with a hand-written backward, for training.
+
+    acs (b, nc, G, R, Q) within-chunk cumulative log-decays; CB (b, nc, G, Q, Q) = c_l · b_s, already
+    zero off the causal same-document pattern; xdt (b, nc, G, R, Q, P) = Δ·x. Forward:
+        L = exp(clamp(acs_l − acs_s, −80, 0)),  M = L ∘ CB (broadcast over R),  y = M · xdt.
+    Backward, with gM = gy · xdtᵀ and t = gM ∘ L:
+        g_xdt = Mᵀ · gy,   g_CB = Σ_R t,   g_seg = t ∘ CB,   g_acs_l = Σ_s g_seg,  g_acs_s = −Σ_l g_seg.
+    Only L is kept (autograd of the same expression kept the clamp's input, L and M, and spent three
+    more passes over these (Q × Q × H)-sized tensors). g_seg takes no clamp mask: where seg > 0 (the
+    masked triangle) CB is 0, and below −80 the true gradient is as negligible as the one used.
+    tests/model/test_ssd_forms.py compares these gradients with the quadratic form's autograd.
+    """
+
+    @staticmethod
+    def forward(ctx, acs: Tensor, CB: Tensor, xdt: Tensor) -> Tensor:
+        L = (acs[..., :, None] - acs[..., None, :]).clamp_(-80.0, 0.0).exp_()  # (b, nc, G, R, Q, Q)
+        ctx.save_for_backward(L, CB, xdt)
+        return torch.matmul(L * CB[:, :, :, None], xdt)
+
+    @staticmethod
+    def backward(ctx, gy: Tensor):
+        L, CB, xdt = ctx.saved_tensors
+        CBr = CB[:, :, :, None]
+        g_xdt = torch.matmul((L * CBr).transpose(-1, -2), gy) if ctx.needs_input_grad[2] else None
+        t = torch.matmul(gy, xdt.transpose(-1, -2)).mul_(L)  # gM ∘ L
+        g_CB = t.sum(3) if ctx.needs_input_grad[1] else None
+        g_seg = t.mul_(CBr)
+        g_acs = g_seg.sum(-1) - g_seg.sum(-2) if ctx.needs_input_grad[0] else None
+        return g_acs, g_CB, g_xdt
+
+
 def ssd_chunked(x, dt, A, B, C, D=None, initial_state=None, doc=None, chunk_size: int = 256):
     """The chunked scan: Eq. 2 within chunks of Q tokens, Eq. 1 across chunk boundaries.
 
@@ -154,16 +186,32 @@ def ssd_chunked(x, dt, A, B, C, D=None, initial_state=None, doc=None, chunk_size
 
     acs = torch.cumsum(dtc * Ag, dim=2)  # (b, nc, Q, G, R) within-chunk cumulative log-decay
     xdt = xc * dtc[..., None]  # (b, nc, Q, G, R, P)
+    # Without autograd the Q×Q intermediates are updated in place (prefill and generation).
+    inplace = not (torch.is_grad_enabled()
+                   and any(t is not None and t.requires_grad for t in (x, dt, A, B, C, D, initial_state)))
 
     # 1. intra-chunk outputs (the diagonal blocks of M). Within a chunk the cumsum difference is
     #    short enough that cancellation is harmless (the same choice as mamba_ssm's Triton kernels).
-    seg = acs[:, :, :, None] - acs[:, :, None, :]  # (b, nc, Q_l, Q_s, G, R)
-    keep = torch.tril(torch.ones(Q, Q, dtype=torch.bool, device=x.device))[None, None]
+    #    Laid out (b, nc, G, R, Q_l, Q_s) from the start, so the product with Δ·x is a plain batched
+    #    matmul: the (b, nc, Q, Q, G, R) layout cost einsum a copy of the largest tensor here, and
+    #    the mask/exp/product a fresh tensor each (the CPU profile of the 130M prefill, bench_model.py).
+    #    No −inf mask before the exp: the masked entries (future positions, other documents) are
+    #    zeroed in CB, which is R times smaller, and seg is clamped to [−80, 0]. ATen's CPU exp takes
+    #    a slow path for −inf and for results that underflow (measured on 3M values: 1.9 ms in
+    #    [−5, 0], 8 ms for −inf, 58 ms for denormal results); exp(−80) ≈ 2e-35 stands in for the
+    #    smaller true decays, an absolute difference far below fp32 resolution of any output.
+    acs_h = acs.permute(0, 1, 3, 4, 2).contiguous()  # (b, nc, G, R, Q)
+    keep = torch.tril(torch.ones(Q, Q, dtype=torch.bool, device=x.device))
     if dc is not None:
-        keep = keep & (dc[:, :, :, None] == dc[:, :, None, :])
-    L = torch.exp(seg.masked_fill(~keep[..., None, None], float("-inf")))
-    CB = torch.einsum("bclgn,bcsgn->bclsg", Cc, Bc)  # (b, nc, Q, Q, G)
-    y = torch.einsum("bclsgr,bcsgrp->bclgrp", L * CB[..., None], xdt)
+        keep = (keep & (dc[:, :, :, None] == dc[:, :, None, :]))[:, :, None]  # (b, nc, 1, Q, Q)
+    CB = torch.matmul(Cc.permute(0, 1, 3, 2, 4), Bc.permute(0, 1, 3, 4, 2))  # (b, nc, G, Q_l, Q_s)
+    CB = CB.masked_fill_(~keep, 0.0)
+    xdt_h = xdt.permute(0, 1, 3, 4, 2, 5).contiguous()  # (b, nc, G, R, Q, P)
+    if inplace:
+        seg = acs_h[..., :, None] - acs_h[..., None, :]  # (b, nc, G, R, Q_l, Q_s)
+        y_intra = torch.matmul(seg.clamp_(-80.0, 0.0).exp_().mul_(CB[:, :, :, None]), xdt_h)
+    else:
+        y_intra = _IntraChunk.apply(acs_h, CB, xdt_h)  # (b, nc, G, R, Q, P)
 
     # 2. each chunk's own contribution to the state at its end (only its last document counts)
     decay_to_end = torch.exp(acs[:, :, -1:] - acs)  # (b, nc, Q, G, R)
@@ -187,13 +235,23 @@ def ssd_chunked(x, dt, A, B, C, D=None, initial_state=None, doc=None, chunk_size
         h = h * decay[..., None, None] + states[:, k]
     S_in = torch.stack(entering, dim=1)  # (b, nc, G, R, P, N)
 
-    # 4. the carried state's contribution to every position of the chunk's first document
+    # 4. the carried state's contribution to every position of the chunk's first document,
+    #    C_l · S_in as one matmul over (b, nc, G) with the R heads' P channels side by side
     carry = torch.exp(acs)  # (b, nc, Q, G, R)
     if dc is not None:
         carry = carry * (dc == torch.stack(entering_doc, dim=1)[..., None]).float()[..., None, None]
-    y = y + torch.einsum("bclgn,bcgrpn->bclgrp", Cc, S_in) * carry[..., None]
+    y_inter = torch.matmul(Cc.permute(0, 1, 3, 2, 4), S_in.reshape(b, nc, G, R * P, N).transpose(-1, -2))
+    y_inter = y_inter.view(b, nc, G, Q, R, P)
+    y_inter = y_inter.mul_(carry.permute(0, 1, 3, 2, 4)[..., None]) if inplace else \
+        y_inter * carry.permute(0, 1, 3, 2, 4)[..., None]
+    # both terms meet in the output layout (b, nc, Q, G, R, P); y_inter first, as the sum takes its
+    # memory order from it, which is already that layout when G = 1
+    y = y_inter.permute(0, 1, 3, 2, 4, 5) + y_intra.permute(0, 1, 4, 2, 3, 5)
 
     y = y.reshape(b, nc * Q, H, P)[:, :T]
+    if inplace and D is not None:
+        Df = D.float()
+        return y.addcmul_(x.float(), Df[:, None] if Df.dim() == 1 else Df).to(x.dtype), h.reshape(b, H, P, N)
     return _skip(y, x, D).to(x.dtype), h.reshape(b, H, P, N)
 
 
