@@ -92,7 +92,6 @@ class _ShiftConv(torch.autograd.Function):
             tap = ext[:, k:k + T]
             out.addcmul_(tap * masks[k] if masks is not None else tap, w[:, k])
         ctx.save_for_backward(ext, w, masks)
-        ctx.has_bias = bias is not None
         return out
 
     @staticmethod
@@ -117,7 +116,7 @@ class _ShiftConv(torch.autograd.Function):
                 g_ext[:, k:k + T].addcmul_(gk, w[:, k])
             if need_w:
                 gw[:, k] = (gk * ext[:, k:k + T]).sum((0, 1), dtype=acc)
-        if need_bias and ctx.has_bias:
+        if need_bias:  # False when bias is None
             gbias = g.sum((0, 1))
         return g_ext, gw, gbias, None
 
