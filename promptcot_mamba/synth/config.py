@@ -102,11 +102,12 @@ class ProblemsConfig:
 
 @dataclass
 class JudgeConfig:
-    keep_policy: str = "all_perfect"
+    keep_policy: str = "all_perfect"  # keep_all: judge and record, filter nothing (unparsable verdicts too)
     max_tokens: int = 2048
     temperature: float = 0.6
     parse_retries: int = 1
     few_shot: bool = False  # one worked judgement as a prior turn (small models)
+    prefill: bool = False  # the reply starts with the first criterion's name ("FORMAT:")
 
     def __post_init__(self) -> None:
         _check(self.keep_policy in KEEP_POLICIES, f"judge.keep_policy must be one of {KEEP_POLICIES}")
@@ -142,6 +143,12 @@ class TeacherConfig:
     test_timeout_s: float = 5.0  # code, per run
     few_shot: bool = False  # chat mode: one worked example as a prior turn
     prefill: bool = False  # chat mode: the reply starts with "<think>\n" (completion mode always does)
+    # Budget forcing (s1, Muennighoff et al. 2025): a sample whose reasoning is still open when it stops
+    # (max_tokens or EOS) gets "</think>" and an answer opening appended, and the model writes the answer
+    # in one more call of `forced_answer_tokens`. Off in the paper's settings; for small or non-reasoning
+    # teachers that rarely close their own think block. Forced samples are marked `forced` on the record.
+    budget_forcing: bool = False
+    forced_answer_tokens: int = 32
 
     def __post_init__(self) -> None:
         _check(self.k >= 1, "teacher.k must be >= 1")

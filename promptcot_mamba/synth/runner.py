@@ -51,6 +51,17 @@ class Call:
 
 
 @dataclass
+class FollowUp:
+    """A parse result that needs one more model call before it is final: `request` is sent next (it
+    does not use up a parse retry) and `finish(samples)` gives the call's result or raises ParseError.
+    Budget forcing uses it: a reasoning that did not close is closed, and the model asked for the
+    answer (synth/solutions.py)."""
+
+    request: GenerationRequest
+    finish: Callable[[list[Generation]], Any]
+
+
+@dataclass
 class LLMStage:
     """What a stage provides to the engine."""
 
@@ -99,7 +110,12 @@ def _run_calls(calls: list[Call]) -> list[Any]:
                     results[i] = CallError("llm", errs[0])
                     continue
                 try:
-                    results[i] = call.parse(gens)
+                    res = call.parse(gens)
+                    if isinstance(res, FollowUp):
+                        call.request, call.parse = res.request, res.finish
+                        next_pending.append(i)
+                        continue
+                    results[i] = res
                 except ParseError as err:
                     results[i] = CallError("parse", f"{err} (attempt {call.attempts})")
                     if call.attempts <= call.retries:

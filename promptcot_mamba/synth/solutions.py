@@ -19,12 +19,14 @@ checked for the `<think> … </think> answer` layout, then kept by self-consiste
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from promptcot_mamba.llm.base import Generation
+from promptcot_mamba.llm.base import Generation, GenerationRequest
 from promptcot_mamba.synth.prompts import ParseError, extract_code
+from promptcot_mamba.synth.runner import FollowUp
 from promptcot_mamba.text.reasoning import THINK_CLOSE, THINK_OPEN, split_reasoning
 
 
@@ -81,6 +83,43 @@ def parse_sample(domain: str, prefilled: bool):
         out["finish_reason"] = g.finish_reason
         out["completion_tokens"] = g.completion_tokens
         return out
+
+    return parse
+
+
+# What follows a forced </think>: the opening of the answer the format checks look for.
+FORCED_OPENING = {"math": "The final answer is $\\boxed{", "code": "```python\n"}
+
+
+def parse_or_force(request: GenerationRequest, domain: str, prefilled: bool, answer_tokens: int):
+    """`parse_sample`, with budget forcing for a reasoning that never closed: the reply so far, then
+    `\n</think>\n\n` and the answer opening, continued by the model for `answer_tokens` more
+    tokens (chat: as the assistant prefix; completion: appended to the prompt). Other format errors
+    are not forced."""
+    base = parse_sample(domain, prefilled)
+
+    def parse(gens: Sequence[Generation]):
+        try:
+            return base(gens)
+        except ParseError as err:
+            if "no closing </think>" not in str(err):
+                raise
+        # chat: the runner already put request.prefix back on the text; completion: the prompt
+        # ended inside the think block
+        head = gens[0].text.rstrip() + f"\n{THINK_CLOSE}\n\n" + FORCED_OPENING[domain]
+        chat = request.messages is not None
+        nxt = dataclasses.replace(request, max_tokens=answer_tokens,
+                                  **({"prefix": head} if chat else {"prompt": request.prompt + head}))
+
+        def finish(more: Sequence[Generation]) -> dict:
+            g = more[0]
+            full = g.text if chat else head + g.text
+            out = base([dataclasses.replace(g, text=full)])
+            out["forced"] = True
+            out["completion_tokens"] = (gens[0].completion_tokens or 0) + (g.completion_tokens or 0)
+            return out
+
+        return FollowUp(nxt, finish)
 
     return parse
 

@@ -284,6 +284,7 @@ def judge_stage(cfg: SynthConfig, clients: Clients) -> LLMStage:
             req = GenerationRequest(
                 messages=(*shots, {"role": "user", "content": ask(rec["concepts"], rec.get("level") or "",
                                                                    rec["rationale"], rec["problem"])}),
+                prefix=f"{P.JUDGE_CRITERIA[0]}:" if c.prefill else "",
                 max_tokens=c.max_tokens, temperature=c.temperature,
                 seed=derive_seed(cfg.seed, "judge", rec["id"], j),
                 metadata={"stage": "judge", "judge_index": j, "concepts": list(rec["concepts"]),
@@ -293,17 +294,22 @@ def judge_stage(cfg: SynthConfig, clients: Clients) -> LLMStage:
         return out
 
     def finish(rec, res):
-        info = {"models": [_name(j) for j in judges], "prompt_version": P.prompt_version("judge", few_shot=c.few_shot),
+        info = {"models": [_name(j) for j in judges], "prompt_version": P.prompt_version("judge", few_shot=c.few_shot, prefill=c.prefill),
                 "keep_policy": c.keep_policy, "seeds": [derive_seed(cfg.seed, "judge", rec["id"], j)
                                                         for j in range(len(judges))]}
         base = {k: rec[k] for k in ("concepts", "level", "rationale", "problem")}
-        errs = [f"judge {j}: {r}" for j, r in enumerate(res) if isinstance(r, CallError)]
+        # keep_all only records what the judges say, so an answer that did not parse is recorded as such
+        # (verdict None) instead of failing the record; a transport failure still fails it
+        tolerated = c.keep_policy == "keep_all"
+        errs = [f"judge {j}: {r}" for j, r in enumerate(res)
+                if isinstance(r, CallError) and not (tolerated and r.kind == "parse")]
         if errs:
             return make_record(rec["id"], "judge", status=FAILED, reason="; ".join(errs),
                                provenance=_prov(rec, "judge", info), **base)
-        judgements = [{"judge": _name(judges[j]), "verdict": r["verdict"], "criteria": r["criteria"]}
+        judgements = [{"judge": _name(judges[j]), "verdict": None, "error": str(r)} if isinstance(r, CallError)
+                      else {"judge": _name(judges[j]), "verdict": r["verdict"], "criteria": r["criteria"]}
                       for j, r in enumerate(res)]
-        verdicts = [r["verdict"] for r in res]
+        verdicts = [j["verdict"] for j in judgements]
         keep = keep_by_policy(verdicts, c.keep_policy)
         return make_record(rec["id"], "judge", status=DONE if keep else FILTERED,
                            reason=None if keep else f"judges said {verdicts} (policy {c.keep_policy})",
@@ -416,7 +422,9 @@ def solutions_stage(cfg: SynthConfig, clients: Clients) -> LLMStage:
                             1, tag="tests"))
         for i in range(t.k):
             req = teacher_request(rec["problem"], cfg, derive_seed(cfg.seed, "solutions", rec["id"], i), i)
-            out.append(Call(teacher, req, S.parse_sample(cfg.domain, prefilled), t.format_retries, tag=f"s{i}"))
+            parse = (S.parse_or_force(req, cfg.domain, prefilled, t.forced_answer_tokens) if t.budget_forcing
+                     else S.parse_sample(cfg.domain, prefilled))
+            out.append(Call(teacher, req, parse, t.format_retries, tag=f"s{i}"))
         return out
 
     def finish(rec, res):
@@ -424,6 +432,9 @@ def solutions_stage(cfg: SynthConfig, clients: Clients) -> LLMStage:
                 "prompt_version": P.prompt_version("solutions", few_shot=t.few_shot and t.mode == "chat",
                                                    prefill=t.prefill and t.mode == "chat"),
                 "mode": t.mode, "seeds": [derive_seed(cfg.seed, "solutions", rec["id"], i) for i in range(t.k)]}
+        if t.budget_forcing:
+            info["budget_forcing"] = {"answer_tokens": t.forced_answer_tokens,
+                                      "forced": sum(1 for r in res if isinstance(r, dict) and r.get("forced"))}
         base = {k: rec[k] for k in ("concepts", "level", "rationale", "problem") if k in rec}
         tests = None
         if code:
@@ -478,7 +489,7 @@ def solutions_stage(cfg: SynthConfig, clients: Clients) -> LLMStage:
 
 def _slim(samples: list[dict]) -> list[dict]:
     """Per-sample summaries (the full responses of the chosen ones are in `responses`)."""
-    keys = ("index", "valid", "error", "final", "finish_reason", "completion_tokens", "reasoning_chars")
+    keys = ("index", "valid", "error", "final", "finish_reason", "completion_tokens", "reasoning_chars", "forced")
     return [{k: s[k] for k in keys if k in s} for s in samples]
 
 

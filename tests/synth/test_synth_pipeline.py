@@ -204,7 +204,7 @@ def test_seed_records_with_concepts_skip_extraction(tmp_path):
 
 
 SMALL_MODEL_KNOBS = {"concepts": {"few_shot": True}, "problems": {"few_shot": True, "prefill": True},
-                     "judge": {"few_shot": True}, "teacher": {"mode": "chat", "few_shot": True, "prefill": True}}
+                     "judge": {"few_shot": True, "prefill": True}, "teacher": {"mode": "chat", "few_shot": True, "prefill": True}}
 
 
 def with_small_model_knobs(cfg: dict) -> dict:
