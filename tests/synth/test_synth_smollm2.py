@@ -49,6 +49,10 @@ def test_chain_with_smollm2_in_process(tmp_path):
     cfg = SynthConfig.from_yaml("tiny").to_dict()
     cfg["seeds"]["limit"] = 3
     cfg["sampling"]["num_problems"] = 2
+    # shorter answers than the shipped config, to keep this test near two minutes on 2 cores: budget
+    # forcing still closes every reasoning, and keep_all keeps a judgement that did not parse
+    cfg["judge"].update(max_tokens=96, parse_retries=0)
+    cfg["teacher"]["max_tokens"] = 96
     model, tok = load_smollm2()
     client = TransformersClient(model, tok, name="SmolLM2-135M-Instruct")
     res = run_pipeline(cfg, client, tmp_path / "out", progress=False)
