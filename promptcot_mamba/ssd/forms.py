@@ -149,6 +149,7 @@ class _IntraChunk(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gy: Tensor):
         L, CB, xdt = ctx.saved_tensors
+        gy = gy.to(L.dtype)  # under autocast the forward's matmul ran (and its gradient arrives) in bf16
         CBr = CB[:, :, :, None]
         g_xdt = torch.matmul((L * CBr).transpose(-1, -2), gy) if ctx.needs_input_grad[2] else None
         t = torch.matmul(gy, xdt.transpose(-1, -2)).mul_(L)  # gM ∘ L

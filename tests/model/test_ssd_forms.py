@@ -170,3 +170,19 @@ def test_strong_decays_past_the_exp_clamp_match_the_quadratic_form():
     for got, want in zip(run("torch", chunk_size=16), run("quadratic")):
         assert torch.isfinite(got).all()
         assert rel_err(got, want) <= 1e-4
+
+
+def test_chunked_backward_under_bf16_autocast_follows_fp32():
+    """The trainer's CPU bf16 autocast: matmuls run in bf16, the hand-written backward still works."""
+    x, dt, A, B, C, D, h0, seq = make_inputs(4, 2, 45, 4, 8, 2, 16, with_h0=True, n_docs=1)
+    leaves = [x, dt, A, B, C, D, h0]
+
+    def grads(autocast):
+        xs = [t.detach().clone().requires_grad_(True) for t in leaves]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y, s = ssd(*xs[:6], initial_state=xs[6], seq_idx=seq, backend="torch", chunk_size=16)
+        (y.float().square().sum() + s.square().sum() * 1e-2).backward()
+        return [t.grad for t in xs]
+
+    for low, ref in zip(grads(True), grads(False)):
+        assert low.dtype == torch.float32 and rel_err(low, ref) <= 5e-2
