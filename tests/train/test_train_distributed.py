@@ -59,4 +59,8 @@ def test_two_gloo_processes_match_one(tmp_path, strategy):
         wb = load_file(tmp_path / "two" / "phases" / phase / "hf" / "model.safetensors")
         assert wa.keys() == wb.keys()
         for k in wa:
-            torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5)
+            # Gradient accumulation in one process and reduce-scatter over two sum in different orders;
+            # Adam turns those last-bit differences into update differences where gradients are near
+            # zero. Largest weight difference after the packed phase (updates ~3e-3 a step): 7.6e-6 with
+            # the autograd conv/scan backwards, 1.6e-5 with the hand-written ones (b1c9d5c, a4548e7).
+            torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=5e-5)
