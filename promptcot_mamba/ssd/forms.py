@@ -34,11 +34,13 @@ def _grouped(x: Tensor, dt: Tensor, A: Tensor, G: int):
     return x.float().view(b, T, G, R, P), dt.float().view(b, T, G, R), A.float().view(G, R)
 
 
-def _skip(y: Tensor, x: Tensor, D: Tensor | None) -> Tensor:
+def _skip(y: Tensor, x: Tensor, D: Tensor | None, *, inplace: bool = False) -> Tensor:
+    """y + D·x (D per head (H,) or per channel (H, P)); `inplace` adds into y (a fresh fp32 tensor)."""
     if D is None:
         return y
     Df = D.float()
-    return y + x.float() * (Df[:, None] if Df.dim() == 1 else Df)
+    Dv = Df[:, None] if Df.dim() == 1 else Df
+    return y.addcmul_(x.float(), Dv) if inplace else y + x.float() * Dv
 
 
 def _doc_boundaries(doc: Tensor) -> Tensor:
@@ -250,10 +252,7 @@ def ssd_chunked(x, dt, A, B, C, D=None, initial_state=None, doc=None, chunk_size
     y = y_inter.permute(0, 1, 3, 2, 4, 5) + y_intra.permute(0, 1, 4, 2, 3, 5)
 
     y = y.reshape(b, nc * Q, H, P)[:, :T]
-    if inplace and D is not None:
-        Df = D.float()
-        return y.addcmul_(x.float(), Df[:, None] if Df.dim() == 1 else Df).to(x.dtype), h.reshape(b, H, P, N)
-    return _skip(y, x, D).to(x.dtype), h.reshape(b, H, P, N)
+    return _skip(y, x, D, inplace=inplace).to(x.dtype), h.reshape(b, H, P, N)
 
 
 def ssd_step(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
@@ -268,14 +267,11 @@ def ssd_step(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tens
     b, H, P = x.shape
     G, N = B.shape[-2:]
     R = H // G
-    dtf, xf = dt.float(), x.float()
+    dtf = dt.float()
     a = torch.exp(dtf * A.float())  # (b, H)
     state.mul_(a[:, :, None, None])
     h3 = state.view(b * G, R * P, N)
-    u = (dtf[..., None] * xf).view(b * G, R * P, 1)  # Δ·x
+    u = (dtf[..., None] * x.float()).view(b * G, R * P, 1)  # Δ·x
     h3.baddbmm_(u, B.float().reshape(b * G, 1, N))  # H += (Δ·x) ⊗ b
     y = torch.bmm(h3, C.float().reshape(b * G, N, 1)).view(b, H, P)  # y = H c (fp32, fresh)
-    if D is not None:  # the skip, in place: y += D · x
-        Df = D.float()
-        y.addcmul_(xf, Df[:, None] if Df.dim() == 1 else Df)
-    return y.to(x.dtype)
+    return _skip(y, x, D, inplace=True).to(x.dtype)

@@ -30,6 +30,10 @@ from promptcot_mamba.synth.runner import FollowUp
 from promptcot_mamba.text.reasoning import THINK_CLOSE, THINK_OPEN, split_reasoning
 
 
+class UnclosedThink(ParseError):
+    """The sample stopped inside its think block (what budget forcing can repair)."""
+
+
 def last_boxed(text: str) -> str | None:
     """Content of the last \\boxed{…} (or \\fbox{…}) with balanced braces."""
     try:
@@ -57,7 +61,7 @@ def check_sample(text: str, domain: str = "math", *, prefilled_think: bool = Tru
         body = THINK_OPEN + "\n" + body  # the prompt ended with "<think>\n" (notes §2.5)
     split = split_reasoning(body)
     if not split.closed:
-        raise ParseError("no closing </think> (unfinished reasoning)")
+        raise UnclosedThink("no closing </think> (unfinished reasoning)")
     if body.count(THINK_OPEN) != 1 or body.count(THINK_CLOSE) != 1:
         raise ParseError("nested or repeated <think> tags")
     if not split.reasoning:
@@ -101,9 +105,8 @@ def parse_or_force(request: GenerationRequest, domain: str, prefilled: bool, ans
     def parse(gens: Sequence[Generation]):
         try:
             return base(gens)
-        except ParseError as err:
-            if "no closing </think>" not in str(err):
-                raise
+        except UnclosedThink:
+            pass
         # chat: the runner already put request.prefix back on the text; completion: the prompt
         # ended inside the think block
         head = gens[0].text.rstrip() + f"\n{THINK_CLOSE}\n\n" + FORCED_OPENING[domain]

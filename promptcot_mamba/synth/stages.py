@@ -127,15 +127,15 @@ def concepts_stage(cfg: SynthConfig, clients: Clients) -> LLMStage:
     c = cfg.concepts
     client = clients.extractor
 
+    def ask(p: str) -> str:
+        return P.concept_extraction_prompt(p, c.num_concepts, cfg.domain)
+
+    shots = P.example_turns("concepts", cfg.domain, ask) if c.few_shot else ()
+
     def calls(rec):
         if rec.get("concepts"):  # the seed record already lists its concepts (e.g. a concept dataset)
             return []
         problem = rec["problem"]
-
-        def ask(p: str) -> str:
-            return P.concept_extraction_prompt(p, c.num_concepts, cfg.domain)
-
-        shots = P.example_turns("concepts", cfg.domain, ask) if c.few_shot else ()
         req = GenerationRequest(
             messages=(*shots, {"role": "user", "content": ask(problem)}),
             max_tokens=c.max_tokens, temperature=c.temperature, seed=derive_seed(cfg.seed, "concepts", rec["id"]),
@@ -218,18 +218,19 @@ def problems_stage(cfg: SynthConfig, clients: Clients) -> LLMStage:
     version = P.prompt_version("problems_paper") if paper else P.prompt_version(
         "problems", few_shot=c.few_shot, prefill=c.prefill)
 
+    def ask(cs: list[str], lv: str) -> str:
+        return P.problem_generation_prompt(cs, lv, cfg.domain)
+
+    shots = P.example_turns("problems", cfg.domain, ask) if c.few_shot and not paper else ()
+
     def calls(rec):
         concepts, level = rec["concepts"], rec.get("level") or ""
         seed = derive_seed(cfg.seed, "problems", rec["id"])
         meta = {"stage": "problems", "concepts": list(concepts), "level": level, "domain": cfg.domain}
-        if c.prompt_style == "paper":  # the raw prompt a PromptCoT generator model was trained on
+        if paper:  # the raw prompt a PromptCoT generator model was trained on
             req = GenerationRequest(prompt=P.concept_prompt(concepts, level), max_tokens=c.max_tokens,
                                     temperature=c.temperature, top_p=c.top_p, seed=seed, metadata=meta)
         else:
-            def ask(cs: list[str], lv: str) -> str:
-                return P.problem_generation_prompt(cs, lv, cfg.domain)
-
-            shots = P.example_turns("problems", cfg.domain, ask) if c.few_shot else ()
             req = GenerationRequest(
                 messages=(*shots, {"role": "user", "content": ask(concepts, level)}),
                 prefix=P.RATIONALE_BEGIN + "\n" if c.prefill else "",
@@ -273,13 +274,14 @@ def judge_stage(cfg: SynthConfig, clients: Clients) -> LLMStage:
     c = cfg.judge
     judges = clients.judges
 
+    def ask(concepts: list[str], level: str, rationale: str, problem: str) -> str:
+        return P.judge_prompt(concepts, level, rationale, problem, cfg.domain)
+
+    shots = P.example_turns("judge", cfg.domain, ask) if c.few_shot else ()
+    version = P.prompt_version("judge", few_shot=c.few_shot, prefill=c.prefill)
+
     def calls(rec):
         out = []
-
-        def ask(concepts: list[str], level: str, rationale: str, problem: str) -> str:
-            return P.judge_prompt(concepts, level, rationale, problem, cfg.domain)
-
-        shots = P.example_turns("judge", cfg.domain, ask) if c.few_shot else ()
         for j, client in enumerate(judges):
             req = GenerationRequest(
                 messages=(*shots, {"role": "user", "content": ask(rec["concepts"], rec.get("level") or "",
@@ -294,7 +296,7 @@ def judge_stage(cfg: SynthConfig, clients: Clients) -> LLMStage:
         return out
 
     def finish(rec, res):
-        info = {"models": [_name(j) for j in judges], "prompt_version": P.prompt_version("judge", few_shot=c.few_shot, prefill=c.prefill),
+        info = {"models": [_name(j) for j in judges], "prompt_version": version,
                 "keep_policy": c.keep_policy, "seeds": [derive_seed(cfg.seed, "judge", rec["id"], j)
                                                         for j in range(len(judges))]}
         base = {k: rec[k] for k in ("concepts", "level", "rationale", "problem")}

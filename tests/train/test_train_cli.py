@@ -3,20 +3,10 @@ malformed recipe gets one clear error naming the field (exit code 2, no tracebac
 
 from __future__ import annotations
 
-import pytest
-import torch
 import yaml
 
 from promptcot_mamba.cli import main
 from promptcot_mamba.train.metrics import read_metrics
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_pcm_train_tiny_cpu_with_overrides(tmp_path, capsys):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from promptcot_mamba.model.lm import Mamba2LM
@@ -12,16 +11,6 @@ from promptcot_mamba.train.byte_tokenizer import byte_tokenizer
 from promptcot_mamba.train.examples import Renderer
 from promptcot_mamba.train.models import SFTObjective, build_model, logits_of, token_losses
 from promptcot_mamba.train.recipe import ModelSpec
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # 2 threads on a shared 2-core runner spin against each other (measured 10x slower under load);
-    # one thread keeps these tests steady. The library itself leaves torch's default alone.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _examples(n=6):

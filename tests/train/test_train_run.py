@@ -15,16 +15,6 @@ from promptcot_mamba.train.metrics import read_metrics
 from promptcot_mamba.train.trainer import TrainingError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # 2 threads on a shared 2-core runner spin against each other (measured 10x slower under load);
-    # one thread keeps these tests steady. The library itself leaves torch's default alone.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_recipe(steps=(120, 30), model=None, **run) -> dict:
     phases = [{"name": "init", "datasets": [{"kind": "synthetic", "task": "arithmetic", "n": 512, "seed": 1,
                                                "options": {"max_operand": 9}}],
