@@ -158,13 +158,17 @@ def _bwrap_prefix(workdir: str) -> list[str]:
     args = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
             "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
             "--hostname", "sandbox"]
+    hidden = ["/tmp"]
     home = os.path.expanduser("~")
     if home not in ("/", "") and os.path.isdir(home):
-        # Hide the home directory (keys, tokens, caches) but keep an interpreter that lives under it.
-        args += ["--tmpfs", home]
-        for p in sorted({sys.base_prefix, sys.prefix, sys.exec_prefix, *[q for q in sys.path if q]}):
-            if p.startswith(home.rstrip("/") + "/") and os.path.exists(p):
-                args += ["--ro-bind", p, p]
+        args += ["--tmpfs", home]  # keys, tokens, caches
+        hidden.append(home)
+    # The interpreter, its packages and the guard stay visible read-only when they live under a hidden
+    # folder (a virtual environment in $HOME, or a checkout under /tmp as `mktemp -d` makes).
+    needed = {sys.base_prefix, sys.prefix, sys.exec_prefix, os.path.dirname(_GUARD), *[q for q in sys.path if q]}
+    for p in sorted(needed):
+        if any(p.startswith(h.rstrip("/") + "/") for h in hidden) and os.path.exists(p):
+            args += ["--ro-bind", p, p]
     args += ["--bind", workdir, workdir, "--chdir", workdir]
     return args
 

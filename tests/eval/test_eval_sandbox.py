@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 import time
 
@@ -162,3 +163,16 @@ def test_hostile_suite_through_the_code_grader(mode, monkeypatch):
     assert all(v in ("runtime_error", "timeout", "wrong") for k, v in verdicts.items() if k != "correct"), verdicts
     assert verdicts["infinite_loop"] == "timeout"
     assert not os.path.exists("/tmp/pcm_pwned") and os.path.isdir("/work")
+
+
+def test_interpreter_under_a_hidden_folder_stays_visible(monkeypatch, tmp_path):
+    """/tmp (and $HOME) are replaced by empty folders in the sandbox; an interpreter living there (a
+    checkout made by `mktemp -d` with its .venv) is bound back read-only, after the tmpfs."""
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    assert str(venv).startswith("/tmp/")
+    monkeypatch.setattr(sys, "prefix", str(venv))
+    args = sb._bwrap_prefix(str(tmp_path / "work"))
+    i = args.index(str(venv))
+    assert args[i - 1] == "--ro-bind" and args[i + 1] == str(venv)
+    assert args.index("/tmp") < i  # the private /tmp first, then the interpreter on top of it
