@@ -10,7 +10,7 @@ reports what it measured:
      fwd+bwd. Targets at T = 16,384: fwd ≤ 1.0 ms, fwd+bwd ≤ 3.5 ms, rel err ≤ 1e-2.
   B. Decode at the 7.3B Codestral shape (random bf16 weights, fp32 state): eager, CUDA graph, fused
      Triton step in a CUDA graph, at batch 1 and 128. Targets: ≥ 200 tok/s at b=1, ≥ 4,000 at b=128.
-  C. The Triton tests of tests/ssd_triton on the GPU (TRITON_INTERPRET=0: the same cases on CUDA).
+  C. The Triton tests (tests/ssd, tests/model/test_model_fused_step.py) on the GPU (TRITON_INTERPRET=0: the same cases on CUDA).
   D. Figure 2 in miniature: Codestral-shape Mamba vs Qwen2.5-7B-shape Transformer under 24 GB and
      72 GB caps, at the intervals that fit the remaining time (the paper's ratios are at its longest
      interval; short intervals here understate Mamba's advantage).
@@ -38,7 +38,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from promptcot_mamba.ssd.tolerances import rel_err  # noqa: E402
+from promptcot_mamba.common.tolerances import rel_err  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() and not SMALL else "cpu"
 OUT = Path(os.environ.get("OUT") or "/tmp/pcm-device")
@@ -146,28 +146,33 @@ def stage_b(budget: float) -> None:
     if DEV == "cuda":
         torch.cuda.empty_cache()
     # the engine-facing piece: BucketedDecoder (one CUDA graph per bucket) against eager model.step
-    from promptcot_mamba.ssd.decode_graphs import BucketedDecoder
+    import copy
 
-    model = decode_bench.load_model("tiny" if SMALL else "mamba2-130m", torch.float32 if SMALL else torch.bfloat16, DEV)
-    for kind in ("eager", "triton"):
+    from promptcot_mamba.generate.decode_graphs import BucketedDecoder
+    from promptcot_mamba.model.kernels import Kernels
+
+    eager = decode_bench.load_model("tiny" if SMALL else "mamba2-130m", torch.float32 if SMALL else torch.bfloat16, DEV)
+    for kind in ("eager", "fused"):
+        model = copy.copy(eager)  # the same weights; only the kernels differ
+        model.kernels = Kernels(step=kind)
         pool = model.allocate_state(16)
         _, filled = model.prefill(torch.randint(0, 200, (16, 9), device=DEV))
         pool.conv.copy_(filled.conv)
         pool.ssm.copy_(filled.ssm)
         ref_pool = pool.clone()
-        dec = BucketedDecoder(model, pool, step=kind)  # captures every bucket (graphs on CUDA)
+        dec = BucketedDecoder(model, pool)  # captures every bucket (graphs on CUDA)
         pool.conv.copy_(filled.conv)  # capture wrote the rows: put the prefilled states back
         pool.ssm.copy_(filled.ssm)
         errs = {}
         for n in (3, 16):
             tok = torch.randint(0, 200, (n,), device=DEV)
             got = dec(tok).float()
-            ref = model.step(tok, ref_pool.select(list(range(n)))).float()
+            ref = eager.step(tok, ref_pool.select(list(range(n)))).float()
             errs[f"n{n}"] = rel_err(got, ref)
             pool.conv.copy_(filled.conv)
             pool.ssm.copy_(filled.ssm)
         emit(stage="B", check="bucketed_decoder_vs_eager", step=kind, graphs=dec.use_graphs, **errs)
-    del model
+    del model, eager
 
 
 @guarded("C")
@@ -176,7 +181,8 @@ def stage_c(budget: float) -> None:
         emit(stage="C", note="skipped in the CPU dry run (CI runs these tests under the interpreter)")
         return
     env = dict(os.environ, TRITON_INTERPRET="0", PYTHONPATH=str(ROOT))
-    tests = ["tests/ssd_triton/test_ssd_triton_scan.py", "tests/ssd_triton/test_ssd_triton_decode.py"]
+    tests = ["tests/ssd/test_ssd_triton_scan.py", "tests/ssd/test_ssd_triton_step.py",
+             "tests/model/test_model_fused_step.py"]
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", *tests], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=max(30, min(150, left(budget) - 10)))
     emit(stage="C", rc=proc.returncode, tail=proc.stdout[-1500:] + proc.stderr[-500:])

@@ -1,1 +1,1 @@
-"""Benchmarks (issue 8): SSD kernels (ssd_bench), decode (decode_bench), Figure 2 throughput (throughput)."""
+"""Benchmarks: SSD kernels (ssd_bench), decode (decode_bench), Figure 2 throughput (throughput)."""

@@ -8,18 +8,19 @@ the point of the architecture — and peak device memory.
 Modes:
     eager        `Mamba2LM.step` as written (PyTorch ops, one launch per op)
     graph        the same step captured once per batch size in a CUDA graph (CUDA only)
-    triton       `ssd.triton_decode.model_step_triton`: conv, SSM update and gated norm as fused kernels
+    triton       the model's fused step (kernels step="fused", model/fused_step.py): conv, SSM update
+                 and gated norm as Triton kernels
     triton-graph the fused step captured in a CUDA graph (CUDA only)
 
-Issue 8 targets (Codestral shape, one H100/H200): ≥ 200 tok/s at b = 1, ≥ 4,000 tok/s at b = 128.
-Anchors (shared/bench/README.md, H200): eager 44 ms/step at b = 1; CUDA graph 104 tok/s at b = 1,
-1,237 tok/s at b = 128; floors ~290 tok/s at b = 1 (weights) and ~6,600 tok/s at b = 128 (state).
+Targets at the Codestral shape on one H100/H200: ≥ 200 tok/s at b = 1, ≥ 4,000 tok/s at b = 128.
+Measured there in plain PyTorch (H200, bf16 weights, fp32 state): eager 44 ms a step at b = 1; one
+CUDA graph 104 tok/s at b = 1 and 1,237 tok/s at b = 128. Floors: ~290 tok/s at b = 1 (14.6 GB of
+weights read per step at ~4.3 TB/s) and ~6,600 tok/s at b = 128 (the fp32 state read and written).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,17 +36,16 @@ from promptcot_mamba.bench.report import (
     save_figure,
     save_result,
 )
-from promptcot_mamba.model.state import InferenceState
-from promptcot_mamba.ssd.decode_graphs import CUDAGraphStep
-from promptcot_mamba.ssd.decode_graphs import step_function as _step_function
+from promptcot_mamba.generate.decode_graphs import CUDAGraphStep
+from promptcot_mamba.model.kernels import Kernels
 
 MODES = ("eager", "graph", "triton", "triton-graph")
-StepFn = Callable[[Any, torch.Tensor, InferenceState], torch.Tensor]
-__all__ = ["CUDAGraphStep", "DecodeBenchConfig", "run_decode_bench", "step_function"]
+__all__ = ["CUDAGraphStep", "DecodeBenchConfig", "run_decode_bench", "kernels_for"]
 
 
-def step_function(mode: str) -> StepFn:
-    return _step_function("triton" if mode.startswith("triton") else "eager")
+def kernels_for(mode: str, base: Kernels | None = None) -> Kernels:
+    """The model's kernels for a mode: the fused Triton step for triton*, the eager step otherwise."""
+    return (base or Kernels()).with_(step="fused" if mode.startswith("triton") else "eager")
 
 
 @dataclass
@@ -84,8 +84,9 @@ def load_model(name_or_path: str, dtype: torch.dtype, device: str, seed: int = 0
     return Mamba2LM.from_pretrained(name_or_path, dtype=dtype, device=device)
 
 
-def measure_decode(model, step: StepFn, mode: str, batch: int, context: int, steps: int, warmup: int,
+def measure_decode(model, mode: str, batch: int, context: int, steps: int, warmup: int,
                    device: str, seed: int = 0) -> dict[str, Any]:
+    """Time `model.step` (whichever step the model's kernels choose) as `mode` runs it."""
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, model.config.vocab_size, (batch, context), generator=g).to(device)
     peak_memory_reset(device)
@@ -95,8 +96,8 @@ def measure_decode(model, step: StepFn, mode: str, batch: int, context: int, ste
         torch.cuda.synchronize()
     prefill_s = time.perf_counter() - t
     tokens = logits.argmax(-1)
-    run = (CUDAGraphStep(step, model, state, tokens) if mode.endswith("graph")
-           else (lambda tok: step(model, tok, state)))
+    run = (CUDAGraphStep(model.step, state, tokens) if mode.endswith("graph")
+           else (lambda tok: model.step(tok, state)))
     with torch.no_grad():
         for _ in range(warmup):
             tokens = run(tokens).argmax(-1)
@@ -119,11 +120,11 @@ def run_decode_bench(cfg: DecodeBenchConfig, progress: bool = True) -> dict[str,
     model = load_model(cfg.model, dtype, cfg.device, cfg.seed)
     rows = []
     for mode in cfg.modes:
-        step = step_function(mode)
+        model.kernels = kernels_for(mode, model.kernels)
         for b in cfg.batch_sizes:
             for ctx in cfg.contexts:
                 try:
-                    row = measure_decode(model, step, mode, b, ctx, cfg.steps, cfg.warmup_steps, cfg.device, cfg.seed)
+                    row = measure_decode(model, mode, b, ctx, cfg.steps, cfg.warmup_steps, cfg.device, cfg.seed)
                 except Exception as err:  # e.g. out of memory at the largest batch: keep the other rows
                     row = {"mode": mode, "batch": b, "context": ctx, "error": f"{type(err).__name__}: {err}"[:400]}
                     if cfg.device.startswith("cuda"):

@@ -1,5 +1,5 @@
 """What every benchmark shares: the machine it ran on, a median timer that excludes warm-up and
-synchronises the device, and the JSON + PNG it leaves behind (STYLE.md §18)."""
+synchronises the device, and the JSON + PNG it leaves behind (results kept with date and device)."""
 
 from __future__ import annotations
 

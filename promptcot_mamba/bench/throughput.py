@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from promptcot_mamba.bench.decode_bench import CUDAGraphStep, load_model, step_function
+from promptcot_mamba.bench.decode_bench import CUDAGraphStep, kernels_for, load_model
 from promptcot_mamba.bench.report import (
     machine_info,
     parse_bytes,
@@ -94,7 +94,7 @@ class ThroughputConfig:
             return self.mamba_path
         if not self.cuda:
             return "eager"
-        from promptcot_mamba.ssd.optional_backends import importable
+        from promptcot_mamba.ssd.backend import importable
 
         return "triton-graph" if importable("triton") else "graph"
 
@@ -152,7 +152,7 @@ class _MambaRunner:
 
     def __init__(self, model, path: str):
         self.model, self.path = model, path
-        self.step = step_function("triton" if path.startswith("triton") else "eager")
+        model.kernels = kernels_for(path, model.kernels)
         self.graphs: dict[int, tuple[CUDAGraphStep, Any]] = {}
 
     def run(self, ids: torch.Tensor, steps: int) -> None:
@@ -162,7 +162,7 @@ class _MambaRunner:
             b = ids.shape[0]
             if b not in self.graphs:
                 static = self.model.allocate_state(b)
-                self.graphs[b] = (CUDAGraphStep(self.step, self.model, static, tok), static)
+                self.graphs[b] = (CUDAGraphStep(self.model.step, static, tok), static)
             graph, static = self.graphs[b]
             static.conv.copy_(state.conv)
             static.ssm.copy_(state.ssm)
@@ -170,7 +170,7 @@ class _MambaRunner:
                 tok = graph(tok).argmax(-1)
         else:
             for _ in range(steps):
-                tok = self.step(self.model, tok, state).argmax(-1)
+                tok = self.model.step(tok, state).argmax(-1)
 
 
 def _transformer_run(model, ids: torch.Tensor, steps: int, cache: str) -> None:

@@ -25,6 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -39,13 +40,32 @@ from promptcot_mamba.generate.sampling import (
     mask_stop_tokens,
     sample,
 )
+from promptcot_mamba.model.kernels import Kernels
 from promptcot_mamba.model.state import InferenceState
 
 GB = 1e9
 
 
+@contextmanager
+def _denormals_flushed(on: bool):
+    """Flush denormals to zero for the engine's own work, then back to torch's default (off). The
+    flag is per thread (the CPU's control register), so it covers exactly the thread that steps."""
+    if not on or not torch.set_flush_denormal(True):  # False: this CPU cannot flush
+        yield
+        return
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
 class EngineError(ValueError):
-    """A request the engine cannot take (bad ids, too long, too many samples); names what and why."""
+    """A request the engine cannot take (bad ids, too long, too many samples); names what and why.
+    `param` is the request field at fault ("prompt", "max_tokens", ...), None when no one field is."""
+
+    def __init__(self, message: str, *, param: str | None = None):
+        super().__init__(message)
+        self.param = param
 
 
 class QueueFull(RuntimeError):
@@ -64,10 +84,9 @@ class EngineConfig:
     prefix_cache_gb: float = 0.25
     prefix_block: int = 64
     decode_on_pool: bool = False  # step the whole pool instead of the first n rows (for measurement)
-    # "direct": model.step on rows [0, n); "bucketed" / "bucketed-triton": ssd/decode_graphs.BucketedDecoder
-    # over the same pool (one CUDA graph per batch-size bucket on a GPU; eager on the CPU)
-    decode_step: str = "direct"
-    flush_denormal: bool = True  # decaying fp32 states go denormal; x86 is ~100x slower on them
+    # decaying fp32 states go denormal, and x86 is ~100x slower on them: each engine step runs with
+    # denormals flushed to zero (on the stepping thread only, restored after the step)
+    flush_denormal: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_slots", "max_queue", "max_prompt_tokens", "max_new_tokens", "max_n",
@@ -75,9 +94,6 @@ class EngineConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"EngineConfig.{name} must be a positive integer, got {v!r}")
-        if self.decode_step not in ("direct", "bucketed", "bucketed-triton"):
-            raise ValueError(f"EngineConfig.decode_step must be 'direct', 'bucketed' or 'bucketed-triton', "
-                             f"got {self.decode_step!r}")
         if self.memory_budget_gb is not None and not self.memory_budget_gb > 0:
             raise ValueError(f"EngineConfig.memory_budget_gb must be > 0, got {self.memory_budget_gb!r}")
         if not self.prefix_cache_gb >= 0:
@@ -164,8 +180,6 @@ class Engine:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = cfg = config or EngineConfig()
-        if cfg.flush_denormal:
-            torch.set_flush_denormal(True)
         mc = model.config
         self.vocab_size = mc.vocab_size
         # sample only ids the tokenizer can decode (checkpoints pad the embedding rows)
@@ -185,12 +199,11 @@ class Engine:
         self.prompt_mask = torch.zeros(self.max_slots, self.vocab_size, dtype=torch.bool, device=dev)
         self.prefix_cache = PrefixCache(int(cfg.prefix_cache_gb * GB), cfg.prefix_block)
         self._decoder = None
-        if cfg.decode_step != "direct":
+        if getattr(model, "kernels", None) is not None and model.kernels.decode == "bucketed":
             # captured now, before any sequence sits in the pool (capture writes rows of every bucket)
-            from promptcot_mamba.ssd.decode_graphs import BucketedDecoder
+            from promptcot_mamba.generate.decode_graphs import BucketedDecoder
 
-            self._decoder = BucketedDecoder(model, self.pool,
-                                            step="triton" if cfg.decode_step == "bucketed-triton" else "eager")
+            self._decoder = BucketedDecoder(model, self.pool)
         self.active: list[_Seq] = []  # slot order: active[i].slot == i
         self.waiting: deque[_Request] = deque()
         self.prefilling: list[_Request] = []
@@ -203,15 +216,13 @@ class Engine:
 
     @classmethod
     def from_pretrained(cls, path, config: EngineConfig | None = None, *, dtype="auto", device="cpu",
-                        require_tokenizer: bool = True) -> Engine:
+                        kernels: Kernels | None = None, require_tokenizer: bool = True) -> Engine:
         """An engine over a model folder as `save_pretrained` writes it (with its tokenizer.json)."""
-        import torch as _torch
-
         from promptcot_mamba.model.lm import Mamba2LM
 
         if isinstance(dtype, str) and dtype != "auto":
-            dtype = getattr(_torch, dtype)
-        model = Mamba2LM.from_pretrained(path, dtype=dtype, device=device)
+            dtype = getattr(torch, dtype)
+        model = Mamba2LM.from_pretrained(path, dtype=dtype, device=device, kernels=kernels)
         if require_tokenizer and model.tokenizer is None:
             raise FileNotFoundError(f"{path}: no tokenizer.json next to the weights; the engine needs one "
                                     f"to turn text into token ids")
@@ -265,22 +276,26 @@ class Engine:
     def validate(self, prompt_ids: Sequence[int], params: SamplingParams) -> None:
         cfg = self.config
         if len(prompt_ids) == 0:
-            raise EngineError("prompt is empty: it must have at least one token")
+            raise EngineError("prompt is empty: it must have at least one token", param="prompt")
         if len(prompt_ids) > cfg.max_prompt_tokens:
-            raise EngineError(f"prompt has {len(prompt_ids)} tokens, over the limit of {cfg.max_prompt_tokens}")
+            raise EngineError(f"prompt has {len(prompt_ids)} tokens, over the limit of {cfg.max_prompt_tokens}",
+                              param="prompt")
         bad = next((t for t in prompt_ids if not (isinstance(t, int) and 0 <= t < self.vocab_size)), None)
         if bad is not None:
-            raise EngineError(f"prompt token id {bad!r} is outside the vocabulary [0, {self.vocab_size})")
+            raise EngineError(f"prompt token id {bad!r} is outside the vocabulary [0, {self.vocab_size})",
+                              param="prompt")
         if params.max_tokens > cfg.max_new_tokens:
-            raise EngineError(f"max_tokens {params.max_tokens} is over the limit of {cfg.max_new_tokens}")
+            raise EngineError(f"max_tokens {params.max_tokens} is over the limit of {cfg.max_new_tokens}",
+                              param="max_tokens")
         if params.n > min(cfg.max_n, self.max_slots):
             raise EngineError(f"n = {params.n} is over the limit of {min(cfg.max_n, self.max_slots)} samples "
-                              f"per request")
+                              f"per request", param="n")
         bad = next((t for t in params.stop_token_ids if t >= self.vocab_size), None)
         if bad is not None:
-            raise EngineError(f"stop_token_ids: {bad} is outside the vocabulary [0, {self.vocab_size})")
+            raise EngineError(f"stop_token_ids: {bad} is outside the vocabulary [0, {self.vocab_size})",
+                              param="stop_token_ids")
         if params.stop and self.tokenizer is None:
-            raise EngineError("stop strings need an engine with a tokenizer")
+            raise EngineError("stop strings need an engine with a tokenizer", param="stop")
 
     def add_request(self, prompt_ids: Sequence[int], params: SamplingParams, request_id: str | None = None) -> str:
         """Queue a request (thread-safe); returns its id. Raises EngineError or QueueFull."""
@@ -321,9 +336,10 @@ class Engine:
         outputs: list[SeqOutput] = []
         self._drain_inbox(outputs)
         self._admit()
-        self._prefill(outputs)
-        if self.active:
-            self._decode(outputs)
+        with _denormals_flushed(self.config.flush_denormal):
+            self._prefill(outputs)
+            if self.active:
+                self._decode(outputs)
         self.stats["steps"] += 1
         return outputs
 

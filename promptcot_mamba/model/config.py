@@ -187,7 +187,7 @@ def _from_ssm_dialect(raw: dict[str, Any]) -> dict[str, Any]:
 
 # Named configs -----------------------------------------------------------------------------
 NAMED_CONFIGS: dict[str, Mamba2Config] = {
-    # mistralai/Mamba-Codestral-7B-v0.1 (DESIGN.md): in_proj rows 18560, ~7.3B parameters
+    # mistralai/Mamba-Codestral-7B-v0.1: in_proj rows 2·8192 + 2·8·128 + 128 = 18560, ~7.3B parameters
     "mamba-codestral-7b": Mamba2Config(),
     # PromptCoT-Mamba-7B is fine-tuned from Codestral; same shape (its own config.json wins on load)
     "promptcot-mamba-7b": Mamba2Config(),

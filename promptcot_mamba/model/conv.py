@@ -3,7 +3,8 @@
     xBC (b, T, C) raw inputs; weight (C, 1, K); bias (C,) | None; prev (b, C, K) the last K raw
     inputs before this call (zeros when None); doc (b, T) document ids of packed rows.
     out_t = Σ_k w_k · in_{t-K+1+k} + bias, where inputs of another document count as zero — the conv
-    half of "packed documents are independent" (DESIGN.md; mamba_ssm's torch fallback cannot do this).
+    half of "packed documents are independent" (the SSD scan resets its state at the same boundaries;
+    mamba_ssm's torch fallback and transformers' PyTorch path refuse packed sequences).
 
 `causal_conv_ref` is the obvious shift-and-sum under autograd. Its backward is slow on CPU: every
 `ext[:, k:k+T]` slice gets a zero-filled gradient of the whole extended input, and every tap's

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from promptcot_mamba.model.config import Mamba2Config, named_config
+from promptcot_mamba.model.kernels import Kernels
 from promptcot_mamba.model.matvec import project
 from promptcot_mamba.model.mixer import Mamba2Mixer
 from promptcot_mamba.model.norm import RMSNorm
@@ -27,43 +28,48 @@ class LMOutput:
 
 
 class Mamba2Block(nn.Module):
-    def __init__(self, config: Mamba2Config, layer_idx: int, ssd_backend: str = "auto"):
+    def __init__(self, config: Mamba2Config, layer_idx: int):
         super().__init__()
         self.residual_in_fp32 = config.residual_in_fp32
         self.norm = RMSNorm(config.hidden_size, eps=config.layer_norm_epsilon)
-        self.mixer = Mamba2Mixer(config, layer_idx, ssd_backend)
+        self.mixer = Mamba2Mixer(config, layer_idx)
 
-    def forward(self, residual: Tensor, seq_idx=None, conv_state=None, ssm_state=None):
+    def forward(self, residual: Tensor, seq_idx=None, conv_state=None, ssm_state=None, ssd_backend: str = "auto"):
         h = self.norm(residual.to(self.norm.weight.dtype))
         if self.residual_in_fp32:
             residual = residual.float()
-        out, window, ssm = self.mixer(h, seq_idx=seq_idx, conv_state=conv_state, ssm_state=ssm_state)
+        out, window, ssm = self.mixer(h, seq_idx=seq_idx, conv_state=conv_state, ssm_state=ssm_state,
+                                      ssd_backend=ssd_backend)
         return residual + out, window, ssm
 
-    def step(self, residual: Tensor, conv_state: Tensor, ssm_state: Tensor) -> Tensor:
+    def step(self, residual: Tensor, conv_state: Tensor, ssm_state: Tensor, matvec: str = "auto") -> Tensor:
         h = self.norm(residual.to(self.norm.weight.dtype))
         if self.residual_in_fp32:
             residual = residual.float()
-        return residual + self.mixer.step(h, conv_state, ssm_state)
+        return residual + self.mixer.step(h, conv_state, ssm_state, matvec)
 
 
 class Mamba2Backbone(nn.Module):
-    def __init__(self, config: Mamba2Config, ssd_backend: str = "auto"):
+    def __init__(self, config: Mamba2Config):
         super().__init__()
         self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(Mamba2Block(config, i, ssd_backend) for i in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(Mamba2Block(config, i) for i in range(config.num_hidden_layers))
         self.norm_f = RMSNorm(config.hidden_size, eps=config.layer_norm_epsilon)
 
 
 class Mamba2LM(nn.Module):
-    """`Mamba2LM(config)` or `Mamba2LM.from_pretrained(path_or_hub_id)`; `model(input_ids).logits`."""
+    """`Mamba2LM(config)` or `Mamba2LM.from_pretrained(path_or_hub_id)`; `model(input_ids).logits`.
 
-    def __init__(self, config: Mamba2Config | str, *, ssd_backend: str = "auto"):
+    `kernels` (model/kernels.py) chooses the implementation of the scan, the decode projections and
+    the decode step; it is read at every call, so `model.kernels = Kernels(...)` switches them."""
+
+    def __init__(self, config: Mamba2Config | str, *, kernels: Kernels | None = None):
         super().__init__()
         if isinstance(config, str):
             config = named_config(config)
         self.config = config
-        self.backbone = Mamba2Backbone(config, ssd_backend)
+        self.kernels = kernels or Kernels()
+        self.backbone = Mamba2Backbone(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.tokenizer = None  # set by from_pretrained when the folder has tokenizer.json
         nn.init.normal_(self.backbone.embeddings.weight, std=config.initializer_range)
@@ -118,7 +124,7 @@ class Mamba2LM(nn.Module):
         for i, block in enumerate(self.backbone.layers):
             h, window, ssm = block(h, seq_idx,
                                    state.conv[i] if state is not None else None,
-                                   state.ssm[i] if state is not None else None)
+                                   state.ssm[i] if state is not None else None, self.kernels.ssd)
             if return_state:
                 convs.append(window)
                 ssms.append(ssm)
@@ -137,17 +143,23 @@ class Mamba2LM(nn.Module):
 
     @torch.no_grad()
     def step(self, tokens: Tensor, state: InferenceState) -> Tensor:
-        """One decode step: tokens (b,) → logits (b, vocab); `state` is updated in place."""
+        """One decode step: tokens (b,) → logits (b, vocab); `state` is updated in place. With
+        `kernels.step == "fused"` the Triton twin of this loop runs (model/fused_step.py)."""
+        if self.kernels.step == "fused":
+            from promptcot_mamba.model.fused_step import model_step_fused
+
+            return model_step_fused(self, tokens, state)
+        matvec = self.kernels.matvec
         h = self.backbone.embeddings(tokens)
         for i, block in enumerate(self.backbone.layers):
-            h = block.step(h, state.conv[i], state.ssm[i])
+            h = block.step(h, state.conv[i], state.ssm[i], matvec)
         h = self.backbone.norm_f(h.to(self.backbone.norm_f.weight.dtype))
-        return project(h.to(self.lm_head.weight.dtype), self.lm_head.weight).float()
+        return project(h.to(self.lm_head.weight.dtype), self.lm_head.weight, None, matvec).float()
 
     # ------------------------------------------------------------------------- checkpoint I/O
     @classmethod
     def from_pretrained(cls, path_or_id: str | Path, *, dtype: torch.dtype | str | None = torch.float32,
-                        device: str | torch.device = "cpu", ssd_backend: str = "auto",
+                        device: str | torch.device = "cpu", kernels: Kernels | None = None,
                         revision: str | None = None) -> Mamba2LM:
         """Load a `Mamba2ForCausalLM` checkpoint (transformers or mamba_ssm dialect) from a folder or
         a Hub id (downloaded only when the path does not exist locally). `dtype="auto"` keeps the
@@ -159,7 +171,7 @@ class Mamba2LM(nn.Module):
         if dtype == "auto":
             dtype = next(iter(state_dict.values())).dtype
         with torch.device("meta"):
-            model = cls(config, ssd_backend=ssd_backend)
+            model = cls(config, kernels=kernels)
         # assign=True adopts the loaded tensors instead of copying them into fresh ones: peak memory
         # while loading is one copy of the weights, not two (bench_model.py decode RSS)
         model.load_state_dict({k: v.to(device) for k, v in state_dict.items()}, strict=False, assign=True)

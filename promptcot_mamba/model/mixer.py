@@ -18,11 +18,10 @@ CPU_CHUNK = 128
 
 
 class Mamba2Mixer(nn.Module):
-    def __init__(self, config: Mamba2Config, layer_idx: int = 0, ssd_backend: str = "auto"):
+    def __init__(self, config: Mamba2Config, layer_idx: int = 0):
         super().__init__()
         c = self.config = config
         self.layer_idx = layer_idx
-        self.ssd_backend = ssd_backend
         self.in_proj = nn.Linear(c.hidden_size, c.in_proj_dim, bias=c.use_bias)
         self.conv1d = nn.Conv1d(c.conv_dim, c.conv_dim, c.conv_kernel, groups=c.conv_dim,
                                 padding=c.conv_kernel - 1, bias=c.use_conv_bias)
@@ -52,7 +51,8 @@ class Mamba2Mixer(nn.Module):
         Q = self.config.chunk_size
         return min(Q, CPU_CHUNK) if h.device.type == "cpu" else Q
 
-    def _split(self, zxbcdt: Tensor):
+    def split(self, zxbcdt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """in_proj's output (..., in_proj_dim) → views z (d_inner), xBC (conv_dim), dt (H)."""
         c = self.config
         return torch.split(zxbcdt, [c.d_inner, c.conv_dim, c.num_heads], dim=-1)
 
@@ -64,11 +64,12 @@ class Mamba2Mixer(nn.Module):
         return dt
 
     def forward(self, h: Tensor, *, seq_idx: Tensor | None = None, conv_state: Tensor | None = None,
-                ssm_state: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """h (b, T, d) → (out (b, T, d), conv window (b, conv_dim, K), ssm state (b, H, P, N) fp32)."""
+                ssm_state: Tensor | None = None, ssd_backend: str = "auto") -> tuple[Tensor, Tensor, Tensor]:
+        """h (b, T, d) → (out (b, T, d), conv window (b, conv_dim, K), ssm state (b, H, P, N) fp32).
+        ssd_backend: the `ssd` field of the model's kernels (a row of ssd/dispatch.py's table)."""
         c = self.config
         b, T, _ = h.shape
-        z, xBC, dt = self._split(self.in_proj(h))
+        z, xBC, dt = self.split(self.in_proj(h))
         xBC, window = causal_conv(xBC, self.conv1d.weight, self.conv1d.bias, conv_state, seq_idx)
         xBC = F.silu(xBC)
         x, B, C = torch.split(xBC, [c.d_inner, c.n_groups * c.state_size, c.n_groups * c.state_size], dim=-1)
@@ -76,12 +77,13 @@ class Mamba2Mixer(nn.Module):
         y, final = ssd(x.reshape(b, T, c.num_heads, c.head_dim), self._dt(dt), A,
                        B.reshape(b, T, c.n_groups, c.state_size), C.reshape(b, T, c.n_groups, c.state_size),
                        self.D, initial_state=ssm_state, seq_idx=seq_idx, chunk_size=self._chunk(h),
-                       backend=self.ssd_backend)
+                       backend=ssd_backend)
         y = self.norm(y.reshape(b, T, c.d_inner), z)
         return self.out_proj(y), window, final
 
-    def step(self, h: Tensor, conv_state: Tensor, ssm_state: Tensor) -> Tensor:
-        """One token per sequence: h (b, d) → (b, d); updates both states in place.
+    def step(self, h: Tensor, conv_state: Tensor, ssm_state: Tensor, matvec: str = "auto") -> Tensor:
+        """One token per sequence: h (b, d) → (b, d); updates both states in place. matvec: the
+        `matvec` field of the model's kernels (model/matvec.py).
 
         At batch 1 on CPU a step costs the weight reads of the two projections plus ~25 small ops per
         layer at a few µs each, so it is written for few ops: the projections go through `project`
@@ -89,7 +91,7 @@ class Mamba2Mixer(nn.Module):
         shifted with one cat, the skip and the bias are fused in place (tests/model/test_model_decode.py)."""
         c = self.config
         b = h.shape[0]
-        zxbcdt = project(h, self.in_proj.weight, self.in_proj.bias)  # (b, in_proj_dim)
+        zxbcdt = project(h, self.in_proj.weight, self.in_proj.bias, matvec)  # (b, in_proj_dim)
         z = zxbcdt[:, :c.d_inner]
         dt = zxbcdt[:, c.d_inner + c.conv_dim:]  # (b, H)
         xBC = zxbcdt[:, c.d_inner:c.d_inner + c.conv_dim]  # (b, conv_dim)
@@ -105,4 +107,4 @@ class Mamba2Mixer(nn.Module):
         C = xBC[:, c.d_inner + GN:].view(b, c.n_groups, c.state_size)
         A = -torch.exp(self.A_log.float())
         y = ssd_step(ssm_state, x, self._dt(dt), A, B, C, self.D)
-        return project(self.norm(y.view(b, c.d_inner), z), self.out_proj.weight, self.out_proj.bias)
+        return project(self.norm(y.view(b, c.d_inner), z), self.out_proj.weight, self.out_proj.bias, matvec)

@@ -32,7 +32,7 @@ class GatedRMSNorm(nn.Module):
     Gate first, then normalise each group on its own: mamba_ssm's RMSNormGated with
     `norm_before_gate=False, group_size=d_inner // ngroups`, and vLLM. transformers' eager path
     normalises over all d_inner channels at once, which only agrees when n_groups == 1
-    (DESIGN.md, transformers PR #40861).
+    (transformers 4.x; fixed in transformers PR #40861: 5.x normalises per group, checked with 5.24).
     """
 
     def __init__(self, dim: int, n_groups: int, eps: float = 1e-5):

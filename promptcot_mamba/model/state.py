@@ -1,7 +1,8 @@
 """The fixed-size inference state of a Mamba-2 LM: what a sequence costs, whatever its length.
 
 Per layer and sequence: the conv window (the last K raw xBC inputs, in the model's dtype) and the
-SSM state H (H, P, N) in fp32 (DESIGN.md: keep the recurrent state in fp32). Both are allocated
+SSM state H (H, P, N) in fp32 (a state kept in bf16 loses the small decayed contributions that
+the recurrence adds up over thousands of steps). Both are allocated
 once; prefill fills them, a decode step updates them in place. `nbytes` does not depend on how many
 tokens went through — the point of the architecture (paper §2.1 "Inference").
 """

@@ -1,7 +1,7 @@
-"""SSD core: three equal forms (forms.py), the dispatch point (dispatch.py), tolerances (tolerances.py)."""
+"""SSD core: three equal forms (forms.py), the dispatch point and its backend table (dispatch.py),
+the optional GPU kernels (optional_backends.py, triton_scan.py, triton_step.py)."""
 
-from promptcot_mamba.ssd.dispatch import BACKENDS, available_backends, register_backend, ssd
+from promptcot_mamba.ssd.dispatch import BACKENDS, available_backends, ssd
 from promptcot_mamba.ssd.forms import ssd_chunked, ssd_quadratic, ssd_recurrent, ssd_step
 
-__all__ = ["ssd", "ssd_step", "ssd_chunked", "ssd_quadratic", "ssd_recurrent", "BACKENDS",
-           "register_backend", "available_backends"]
+__all__ = ["ssd", "ssd_step", "ssd_chunked", "ssd_quadratic", "ssd_recurrent", "BACKENDS", "available_backends"]

@@ -1,46 +1,38 @@
 """The one entry point to the SSD layer: validates shapes, then runs the chosen backend.
 
-Backends register themselves in `BACKENDS`; `auto` picks the fastest one available for the input's
-device and logs its choice once. A faster kernel (issue 8) is added by registering it here; nothing
-above this file changes.
+`BACKENDS` is the table of every implementation, written out here: the three forms of forms.py and
+the optional GPU kernels of optional_backends.py. `auto` picks the fastest one available for the
+input's device and logs its choice once. A faster kernel is added by adding its row to the table;
+nothing above this file changes (the model passes the name through its `Kernels` setting).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from promptcot_mamba.ssd.backend import Backend
 from promptcot_mamba.ssd.forms import normalise_doc_ids, ssd_chunked, ssd_quadratic, ssd_recurrent
+from promptcot_mamba.ssd.optional_backends import FLA, TRITON
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Backend:
-    name: str
-    fn: Callable[..., tuple[Tensor, Tensor]]
-    available: Callable[[Tensor], bool]
-    priority: int  # higher wins under "auto"
-    chunked: bool = False  # takes chunk_size
-    # when named explicitly (not under "auto"); None = same as `available`. Lets the Triton backends
-    # run on CPU tensors through TRITON_INTERPRET=1 in tests, which "auto" must never choose.
-    forced_available: Callable[[Tensor], bool] | None = None
+def _anywhere(x: Tensor) -> bool:
+    return True
 
 
-BACKENDS: dict[str, Backend] = {
-    "torch": Backend("torch", ssd_chunked, lambda x: True, priority=0, chunked=True),
-    "quadratic": Backend("quadratic", ssd_quadratic, lambda x: True, priority=-1),
-    "recurrent": Backend("recurrent", ssd_recurrent, lambda x: True, priority=-2),
-}
+BACKENDS: dict[str, Backend] = {b.name: b for b in (
+    Backend("torch", ssd_chunked, _anywhere, priority=0, chunked=True),  # the chunked scan (training, prefill)
+    Backend("quadratic", ssd_quadratic, _anywhere, priority=-1),  # Eq. 2, O(T²): short sequences, tests
+    Backend("recurrent", ssd_recurrent, _anywhere, priority=-2),  # Eq. 1 token by token: the reference
+    TRITON,
+    FLA,
+)}
+NAMES = ("auto", *BACKENDS)
 _announced: set[tuple[str, str]] = set()
-
-
-def register_backend(backend: Backend) -> None:
-    BACKENDS[backend.name] = backend
 
 
 def select_backend(name: str, x: Tensor) -> Backend:
@@ -108,16 +100,6 @@ def ssd(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None
         return y[0], state[0]
     return y, state
 
-
-def _register_optional_backends() -> None:
-    """triton and fla, registered without importing them (the `gpu` extra stays optional)."""
-    from promptcot_mamba.ssd import optional_backends
-
-    for backend in optional_backends.backends():
-        register_backend(backend)
-
-
-_register_optional_backends()
 
 
 def available_backends(device: str | torch.device = "cpu") -> list[str]:

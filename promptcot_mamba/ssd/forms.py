@@ -262,7 +262,7 @@ def ssd_step(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tens
     x (b, H, P), dt (b, H), B and C (b, G, N). Returns y (b, H, P) in x's dtype.
     The outer-product update and the readout are batched matmuls over (b·G) with the R heads of a
     group stacked on the rows, so B and C are never expanded; an einsum here lowered to a bmm that was
-    ~3× slower at batch 64 on the 130M layer (generation engineer's measurement, issue 3).
+    ~3× slower at batch 64 on the 130M layer (measured on the 2-core CPU).
     """
     b, H, P = x.shape
     G, N = B.shape[-2:]

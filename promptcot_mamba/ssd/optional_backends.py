@@ -1,37 +1,23 @@
 """The optional SSD backends, `triton` (our kernels, triton_scan.py) and `fla` (flash-linear-attention),
-registered by `dispatch.py` without importing either package: the library stays importable without
-the `gpu` extra, and the heavy import happens on first use.
+listed in `dispatch.py`'s table without importing either package: the library stays importable
+without the `gpu` extra, and the heavy import happens on first use.
 
 Who runs where:
 - "auto" picks `triton` only for CUDA tensors with triton installed and the interpreter off — never the
   Triton interpreter on CPU, which is orders of magnitude slower than the torch backend.
 - Named explicitly, `triton` also accepts CPU tensors when TRITON_INTERPRET=1 (how CI tests the kernels).
-- `fla` maps SSD onto `chunk_simple_gla` (notes/mamba2_impls.md §3): q = C, k = B, v = Δ·x, g = Δ·A,
-  scale = 1. fla cannot broadcast groups, so B and C are expanded to heads (R× their size), and it has
-  no `seq_idx`; it ranks below `triton` under "auto" (its backward also refuses Triton < 3.7.1 on Hopper).
+- `fla` maps SSD onto `chunk_simple_gla` (a gated linear attention with a scalar decay per head and
+  token): q = C, k = B, v = Δ·x, g = Δ·A, scale = 1, its state (b, H, N, P) transposed to ours. fla
+  cannot broadcast groups, so B and C are expanded to heads (R× their size), and it has no `seq_idx`;
+  it ranks below `triton` under "auto" (fla 0.6's backward also refuses Triton < 3.7.1 on Hopper,
+  measured on an H200 with Triton 3.6).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
-from functools import cache
-
 from torch import Tensor
 
-from promptcot_mamba.ssd.dispatch import Backend
-
-
-@cache
-def importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+from promptcot_mamba.ssd.backend import Backend, importable, interpreting
 
 
 def _triton_auto(x: Tensor) -> bool:
@@ -90,8 +76,5 @@ def ssd_fla(x, dt, A, B, C, D=None, initial_state=None, doc=None):
     return y.to(x.dtype), final.float().transpose(-1, -2).contiguous()
 
 
-def backends() -> list[Backend]:
-    return [
-        Backend("triton", _triton_fn, _triton_auto, priority=10, forced_available=_triton_forced),
-        Backend("fla", ssd_fla, _fla_auto, priority=5, forced_available=_fla_forced),
-    ]
+TRITON = Backend("triton", _triton_fn, _triton_auto, priority=10, forced_available=_triton_forced)
+FLA = Backend("fla", ssd_fla, _fla_auto, priority=5, forced_available=_fla_forced)

@@ -1,7 +1,8 @@
-"""The chunked SSD scan as Triton kernels (issue 8): the `triton` backend of `ssd(...)`.
+"""The chunked SSD scan as Triton kernels: the `triton` backend of `ssd(...)`.
 
 Same maths, same arguments and same results as `forms.ssd_chunked` (its PyTorch twin and the oracle
-of tests/ssd_triton/), in three kernels after mamba_ssm's pipeline (notes/mamba2_impls.md §1.3):
+of tests/ssd/test_ssd_triton_scan.py), in three kernels, the pipeline of mamba_ssm's
+`ops/triton/ssd_*.py` (chunk states, state passing, chunk scan):
 
     1. `_chunk_state_fwd`   each chunk's own state  S_c = Σ_s exp(A_last − A_s) · Δ_s · x_s ⊗ b_s
     2. `_state_pass_fwd`    Eq. 1 across chunks: the state entering every chunk, and the final state
@@ -15,7 +16,7 @@ Properties the PyTorch twin has and the kernels keep:
   fp32 inputs use IEEE dots (no TF32), so they agree with the reference to 1e-4;
 - any T (the last chunk is masked) and arbitrary strides (the mixer's x, B, C are views of one tensor).
 
-The chunk length Q of the kernels is their own tuning knob (`TRITON_CHUNK`), not the model's
+The chunk length Q of the kernels is their own tuning knob (`TRITON_CHUNK`, or `chunk=`), not the model's
 `chunk_size`: the chunked scan's result does not depend on Q (the forms are exactly equal).
 
 Backward (`ssd_triton_backward`): no separate backward kernels — the gradients of a linear scan are
@@ -23,30 +24,28 @@ themselves SSD scans (time-reversed and/or with channels and state swapped), so 
 forward kernels run three more times, plus O(T·H·P) elementwise PyTorch. Roughly 4× a forward.
 fp32 inputs: gradients agree with autograd through the reference to ~1e-6. bf16 inputs: ~5e-3 for
 x, Δ, B, C, h0, but ~5e-2 for A, whose gradient sums Σ_t (gy_t·y_t − X_t·dX_t), two large terms
-whose bf16 tensor-core rounding does not cancel (tests/ssd_triton measure both).
+whose bf16 tensor-core rounding does not cancel (tests/ssd/test_ssd_triton_scan.py measures both).
 
-Triton is imported here at module level: import this module only through `dispatch.py`, which does so
-lazily, so the library stays importable without the `gpu` extra. Under TRITON_INTERPRET=1 (set before
+Triton is imported here at module level: import this module only through the dispatch table
+(optional_backends.py), which does so lazily, so the library stays importable without the `gpu` extra. Under TRITON_INTERPRET=1 (set before
 this module is first imported) the kernels run on CPU tensors through Triton's interpreter: that is
 how CI checks them without a GPU.
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
+from promptcot_mamba.ssd.backend import interpreting
 from promptcot_mamba.ssd.forms import ssd_chunked
-from promptcot_mamba.ssd.optional_backends import interpreting
 
 # Q of the kernels: a power of two >= 16; the programs tile it in blocks of 64, so Q trades the
 # per-chunk state traffic (b·(T/Q)·H·P·N fp32 written once, read twice) against the causal
 # intra-chunk work (∝ Q). 256 is mamba_ssm's choice for these shapes; benchmarks/gpu sweeps 64–256.
-TRITON_CHUNK = int(os.environ.get("PCM_TRITON_CHUNK", "256"))
+TRITON_CHUNK = 256  # the default; `ssd_triton_forward(..., chunk=Q)` takes another (benchmarks sweep it)
 
 
 def _pow2(n: int, floor: int = 16) -> int:
@@ -357,7 +356,7 @@ def ssd_triton_backward(x, dt, A, B, C, D, h0, doc, y, final, gy, gfinal, *, chu
     # 4. the log-decays, then Δ, A, x, D. gy_t·(y_t − D x_t) = gy_tᵀ (h_t c_t) = c_t·(h_tᵀ gy_t), and
     # h_tᵀ gy_t is run 3's per-head output: reading it there keeps this term in fp32. Taken from the
     # stored y instead (bf16 in bf16 training), its rounding does not cancel against X·dX and A's
-    # gradient was off by ~4e-2 relative (issue 8's bound is 1e-2).
+    # gradient was off by ~4e-2 relative, against a 1e-2 target for bf16 gradients.
     Gh = dC_h.view(b, T, G, H // G, N) * C.float()[:, :, :, None, :]
     gy_ytil = Gh.sum(-1).reshape(b, T, H)  # (b, T, H)
     dAcs = gy_ytil - (X * dX).sum(-1)  # (b, T, H)
@@ -378,27 +377,24 @@ def ssd_triton_backward(x, dt, A, B, C, D, h0, doc, y, final, gy, gfinal, *, chu
 # ---------------------------------------------------------------------------------- autograd
 class TritonSSD(torch.autograd.Function):
     """Forward and backward by the Triton kernels (the backward runs them on three adjoint problems,
-    see `ssd_triton_backward`). `TRITON_BACKWARD = "torch"` switches the backward to recomputation
-    through the PyTorch reference, for comparison."""
+    see `ssd_triton_backward`). `backward="recompute"` takes the gradients by recomputation through
+    the PyTorch reference instead, for comparison."""
 
     @staticmethod
-    def forward(ctx, x, dt, A, B, C, D, initial_state, doc, chunk):
+    def forward(ctx, x, dt, A, B, C, D, initial_state, doc, chunk, backward):
         y, final = ssd_triton_forward(x, dt, A, B, C, D, initial_state, doc, chunk=chunk)
         ctx.save_for_backward(x, dt, A, B, C, D, initial_state, doc, y, final)
-        ctx.chunk = chunk
+        ctx.chunk, ctx.backward = chunk, backward
         return y, final
 
     @staticmethod
     def backward(ctx, gy, gfinal):
         x, dt, A, B, C, D, h0, doc, y, final = ctx.saved_tensors
-        if TRITON_BACKWARD == "triton":
+        if ctx.backward == "kernels":
             grads = ssd_triton_backward(x, dt, A, B, C, D, h0, doc, y, final, gy, gfinal, chunk=ctx.chunk)
             out = [g if need else None for g, need in zip(grads, ctx.needs_input_grad[:7])]
-            return (*out, None, None)
+            return (*out, None, None, None)
         return _recompute_backward(ctx, (x, dt, A, B, C, D, h0, doc), gy, gfinal)
-
-
-TRITON_BACKWARD = os.environ.get("PCM_TRITON_BACKWARD", "triton")  # "triton" | "torch"
 
 
 def _recompute_backward(ctx, saved, gy, gfinal):
@@ -417,16 +413,20 @@ def _recompute_backward(ctx, saved, gy, gfinal):
             outs.append(final)
             grads_out.append(gfinal)
         got = torch.autograd.grad(outs, [t for _, t in wanted], grads_out, allow_unused=True) if wanted else []
-    grads: list[Tensor | None] = [None] * 9
+    grads: list[Tensor | None] = [None] * 10
     for (i, _), gr in zip(wanted, got):
         grads[i] = gr
     return tuple(grads)
 
 
-def ssd_triton(x, dt, A, B, C, D=None, initial_state=None, doc=None, *, chunk: int | None = None):
-    """The `triton` backend: same signature and results as `forms.ssd_chunked` (minus chunk_size)."""
+def ssd_triton(x, dt, A, B, C, D=None, initial_state=None, doc=None, *, chunk: int | None = None,
+               backward: str = "kernels"):
+    """The `triton` backend: same signature and results as `forms.ssd_chunked` (minus chunk_size).
+    backward: "kernels" (the adjoint scans) or "recompute" (autograd through the PyTorch reference)."""
+    if backward not in ("kernels", "recompute"):
+        raise ValueError(f"ssd_triton: backward must be 'kernels' or 'recompute', got {backward!r}")
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, dt, A, B, C, D, initial_state))
     if needs_grad:
-        return TritonSSD.apply(x, dt, A, B, C, D, initial_state, doc, chunk)
+        return TritonSSD.apply(x, dt, A, B, C, D, initial_state, doc, chunk, backward)
     return ssd_triton_forward(x, dt, A, B, C, D, initial_state, doc, chunk=chunk)

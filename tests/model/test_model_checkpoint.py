@@ -1,4 +1,4 @@
-"""Malformed checkpoints fail with one clear error naming the file, key and shapes (issue 2)."""
+"""Malformed checkpoints fail with one clear error naming the file, key and shapes."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""The Mamba-2 LM: parity with transformers, the grouped norm, inference state, packing (issue 2)."""
+"""The Mamba-2 LM: parity with transformers, the grouped norm, inference state, packing."""
 
 import json
 
@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from promptcot_mamba import InferenceState, Mamba2Config, Mamba2LM, named_config
+from promptcot_mamba.common.tolerances import SSD_TERMS, assert_close
 from promptcot_mamba.model.norm import GatedRMSNorm
 
 transformers = pytest.importorskip("transformers")
@@ -42,7 +43,7 @@ def test_logits_match_transformers(tmp_path_factory, seed, hidden, layers, N, P,
     with torch.no_grad():
         a, b = hf(ids).logits, ours(ids).logits
     assert b.shape == (2, T, 97)
-    assert (a - b).abs().max() <= 1e-4 * a.abs().max()
+    assert_close(b, a, reductions=SSD_TERMS, what="logits against transformers")
 
 
 def test_saved_checkpoint_loads_in_transformers_with_same_logits(tmp_path):
@@ -54,7 +55,7 @@ def test_saved_checkpoint_loads_in_transformers_with_same_logits(tmp_path):
     hf = transformers.Mamba2ForCausalLM.from_pretrained(tmp_path).eval()
     ids = torch.randint(0, 256, (2, 21))
     with torch.no_grad():
-        assert torch.allclose(hf(ids).logits, ours(ids).logits, atol=1e-5, rtol=1e-4)
+        assert_close(hf(ids).logits, ours(ids).logits, reductions=SSD_TERMS, what="transformers on our checkpoint")
 
 
 @pytest.mark.parametrize("name", ["tiny", "tiny-g1"])
@@ -96,7 +97,8 @@ def test_mamba_ssm_dialect_checkpoint_loads(tmp_path):
     assert loaded.config.vocab_size == 256 and loaded.config.n_groups == 2
     ids = torch.randint(0, 250, (1, 11))
     with torch.no_grad():
-        assert torch.allclose(loaded(ids).logits[..., :250], ref(ids).logits, atol=1e-6)
+        # the same weights; the head's matmul has 256 rows instead of 250 (another blocking on some CPUs)
+        assert_close(loaded(ids).logits[..., :250], ref(ids).logits, reductions=64)
 
 
 def test_grouped_gated_norm_against_independent_reference():
@@ -113,7 +115,7 @@ def test_grouped_gated_norm_against_independent_reference():
         sl = slice(g * d // G, (g + 1) * d // G)
         v = y[..., sl] * z[..., sl] * torch.sigmoid(z[..., sl])
         expect[..., sl] = v / torch.sqrt((v * v).mean(-1, keepdim=True) + 1e-5) * norm.weight[sl]
-    assert torch.allclose(out, expect, atol=1e-6)
+    assert_close(out, expect, reductions=d // G)  # a mean over one group's channels
     # and it is not the whole-width norm transformers' eager path uses (the n_groups > 1 bug)
     v = y * F.silu(z)
     whole = v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + 1e-5) * norm.weight
@@ -127,13 +129,14 @@ def test_prefill_then_steps_equals_full_forward():
     with torch.no_grad():
         full = model(ids).logits
         last, state = model.prefill(ids[:, :17])
-        assert torch.allclose(last, full[:, 16], atol=1e-5)
+        # the recurrence and the chunked scan: the SSD forms' rule (common/tolerances.py)
+        assert_close(last, full[:, 16], reductions=SSD_TERMS)
         for t in range(17, 45):
-            assert torch.allclose(model.step(ids[:, t], state), full[:, t], atol=1e-4)
+            assert_close(model.step(ids[:, t], state), full[:, t], reductions=SSD_TERMS, what=f"step t={t}")
         # a multi-token continuation from a state equals the full forward too
         _, s2 = model.prefill(ids[:, :30])
         cont = model(ids[:, 30:], state=s2).logits
-        assert torch.allclose(cont, full[:, 30:], atol=1e-4)
+        assert_close(cont, full[:, 30:], reductions=SSD_TERMS)
 
 
 def test_state_bytes_do_not_depend_on_context_length():
@@ -160,7 +163,7 @@ def test_packed_documents_equal_separate_runs():
         start = 0
         for d in docs:
             alone = model(d[None]).logits[0]
-            assert torch.allclose(out[start:start + len(d)], alone, atol=1e-5)
+            assert_close(out[start:start + len(d)], alone, reductions=SSD_TERMS)
             start += len(d)
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from promptcot_mamba.bench import decode_bench, ssd_bench, throughput
+from promptcot_mamba.common.tolerances import rtol
 
 
 def test_ssd_bench_rows_json_and_plot(tmp_path):
@@ -16,7 +17,8 @@ def test_ssd_bench_rows_json_and_plot(tmp_path):
     assert [(r["T"], r["backend"]) for r in rows] == [(32, "torch"), (32, "quadratic"), (64, "torch"), (64, "quadratic")]
     for r in rows:
         assert "error" not in r and r["fwd_ms"] > 0 and r["fwdbwd_ms"] > 0
-        assert r["rel_err_vs_fp32"] < 1e-4  # the quadratic form equals the chunked reference
+        # the quadratic form equals the chunked reference up to another order of the T·N-term sums
+        assert r["rel_err_vs_fp32"] <= rtol(torch.float32, r["T"] * r["N"])
         assert r["fwd_speedup_vs_torch"] > 0
     paths = ssd_bench.save(result, tmp_path / "ssd-cpu.json")
     assert json.loads((tmp_path / "ssd-cpu.json").read_text())["machine"]["torch"] == torch.__version__

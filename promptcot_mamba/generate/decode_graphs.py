@@ -1,15 +1,18 @@
-"""Decode steps replayed from CUDA graphs, one graph per batch-size bucket (issue 8, build item 3).
+"""Decode steps replayed from CUDA graphs, one graph per batch-size bucket (the engine's
+`kernels.decode == "bucketed"`).
 
 A Mamba-2 decode step is ~6 small launches per layer (~400 at Codestral's 64 layers): at batch 1 the
-launch overhead, not the 14.6 GB weight read, sets the speed (shared/bench/README.md: eager 44 ms/step,
-one CUDA graph 9.6 ms). Graph replay needs fixed addresses, which a continuous-batching engine has
-already: its `InferenceState` pool is allocated once and the n active sequences sit in rows [0, n)
-(generate/engine.py). So `BucketedDecoder` captures, per bucket size r (1, 2, 4, …, the pool size),
+launch overhead, not the 14.6 GB weight read, sets the speed (measured on an H200 with the 7B shape
+in plain PyTorch: 44 ms a step eager, 9.6 ms replayed from one CUDA graph). Graph replay needs fixed
+addresses, which a continuous-batching engine has already: its `InferenceState` pool is allocated
+once and the n active sequences sit in rows [0, n) (generate/engine.py). So `BucketedDecoder` captures, per bucket size r (1, 2, 4, …, the pool size),
 one step over rows [0, r) of the pool; a call with n tokens replays the smallest bucket r ≥ n with the
 tokens padded by zeros. Padded rows [n, r) are free slots: their states change, which is harmless
 because a slot's state is written in full when a sequence is placed in it. Rows ≥ r are untouched.
 
-`CUDAGraphStep` is the single-batch-size building block (used by the benchmarks).
+`CUDAGraphStep` is the single-batch-size building block (used by the benchmarks). The step itself is
+`model.step`, so the model's `kernels.step` decides whether the eager or the fused Triton step is
+captured.
 
 On a CPU (or with `use_graphs=False`) the same object runs the step eagerly on the same rows, so
 callers and tests need no second code path. Capture happens once, in `__init__`, BEFORE any
@@ -19,25 +22,13 @@ sequence is placed in the pool: warm-up and capture write rows of every bucket.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from promptcot_mamba.model.state import InferenceState
 
-StepFn = Callable[[Any, Tensor, InferenceState], Tensor]
-
-
-def step_function(kind: str) -> StepFn:
-    """'eager': `Mamba2LM.step`; 'triton': the fused kernels of ssd/triton_decode.py."""
-    if kind == "triton":
-        from promptcot_mamba.ssd.triton_decode import model_step_triton
-
-        return model_step_triton
-    if kind == "eager":
-        return lambda model, tokens, state: model.step(tokens, state)
-    raise ValueError(f"unknown decode step {kind!r}; use 'eager' or 'triton'")
+StepFn = Callable[[Tensor, InferenceState], Tensor]  # model.step: tokens (b,), state → logits (b, vocab)
 
 
 class CUDAGraphStep:
@@ -48,7 +39,7 @@ class CUDAGraphStep:
     logits buffer (overwritten by the next call). Warm-up runs on a side stream, as torch's CUDA graph
     notes require; with `restore=True` the state is put back afterwards so capture leaves no trace."""
 
-    def __init__(self, step: StepFn, model, state: InferenceState, tokens: Tensor, *, warmup: int = 2,
+    def __init__(self, step: StepFn, state: InferenceState, tokens: Tensor, *, warmup: int = 2,
                  restore: bool = True, pool=None):
         if not tokens.is_cuda:
             raise RuntimeError("CUDAGraphStep needs CUDA tensors")
@@ -59,11 +50,11 @@ class CUDAGraphStep:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side), torch.no_grad():
             for _ in range(warmup):
-                step(model, self.tokens, state)
+                step(self.tokens, state)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, pool=pool), torch.no_grad():
-            self.logits = step(model, self.tokens, state)
+            self.logits = step(self.tokens, state)
         if snapshot is not None:
             state.conv.copy_(snapshot.conv)
             state.ssm.copy_(snapshot.ssm)
@@ -86,7 +77,7 @@ class BucketedDecoder:
     """`decoder(tokens (n,)) → logits (n, vocab)`: one decode step for the sequences in rows [0, n)
     of `pool`, replayed from the CUDA graph of the smallest bucket ≥ n."""
 
-    def __init__(self, model, pool: InferenceState, *, step: str = "eager", buckets: Sequence[int] | None = None,
+    def __init__(self, model, pool: InferenceState, *, buckets: Sequence[int] | None = None,
                  use_graphs: bool | None = None):
         self.model = model
         self.pool = pool
@@ -96,7 +87,7 @@ class BucketedDecoder:
             raise ValueError(f"BucketedDecoder: buckets {self.buckets} must lie in [1, {self.max_rows}]")
         if self.buckets[-1] != self.max_rows:
             self.buckets.append(self.max_rows)
-        self.step = step_function(step)
+        self.step: StepFn = model.step
         self.use_graphs = pool.ssm.is_cuda if use_graphs is None else use_graphs
         self.tokens = torch.zeros(self.max_rows, dtype=torch.long, device=pool.ssm.device)
         self.views = {r: InferenceState(pool.conv[:, :r], pool.ssm[:, :r]) for r in self.buckets}
@@ -105,7 +96,7 @@ class BucketedDecoder:
             # largest first, all sharing one memory pool: the smaller graphs reuse its blocks
             mempool = torch.cuda.graph_pool_handle()
             for r in reversed(self.buckets):
-                self.graphs[r] = CUDAGraphStep(self.step, model, self.views[r], self.tokens[:r], restore=False,
+                self.graphs[r] = CUDAGraphStep(self.step, self.views[r], self.tokens[:r], restore=False,
                                                pool=mempool)
 
     def bucket(self, n: int) -> int:
@@ -128,4 +119,4 @@ class BucketedDecoder:
             return graph.logits[:n]
         self.tokens[:n].copy_(tokens)
         self.tokens[n:r].zero_()
-        return self.step(self.model, self.tokens[:r], self.views[r])[:n]
+        return self.step(self.tokens[:r], self.views[r])[:n]

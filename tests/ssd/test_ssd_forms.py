@@ -1,4 +1,7 @@
-"""The three SSD forms agree (issue 2): recurrence (Eq. 1), quadratic dual (Eq. 2), chunked scan."""
+"""The three SSD forms agree: recurrence (Eq. 1), quadratic dual (Eq. 2), chunked scan.
+
+Tolerances follow common/tolerances.py: the longest float32 sum of an output is over the T tokens
+of the scan times the N state channels (T·N terms); a gradient adds a sum over batch, heads and P."""
 
 import pytest
 import torch
@@ -6,8 +9,8 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from promptcot_mamba.common.tolerances import RTOL, rel_err, rtol
 from promptcot_mamba.ssd import ssd, ssd_step
-from promptcot_mamba.ssd.tolerances import RTOL, rel_err
 
 # T covers 1, primes, shorter than a chunk and many chunks
 LENGTHS = st.sampled_from([1, 2, 3, 5, 7, 13, 16, 31, 64, 97, 130])
@@ -65,7 +68,7 @@ def test_chunked_gradients_match_quadratic(Q):
         return [t.grad for t in xs]
 
     for gq, gc in zip(grads("quadratic"), grads("torch", chunk_size=Q)):
-        assert rel_err(gc, gq) <= 1e-4
+        assert rel_err(gc, gq) <= rtol(torch.float32, 3 * 37 * 6 * 4 * 8)  # b·T·H·P·N
 
 
 def test_document_reset_mid_chunk_equals_separate_documents():
@@ -74,8 +77,8 @@ def test_document_reset_mid_chunk_equals_separate_documents():
     seq[:, 11:] = 1  # the second document starts inside the first chunk of 16
     y, s = ssd(x, dt, A, B, C, D, seq_idx=seq, chunk_size=16)
     y2, s2 = ssd(x[:, 11:], dt[:, 11:], A, B[:, 11:], C[:, 11:], D, chunk_size=16)
-    assert rel_err(y[:, 11:], y2) <= 1e-5
-    assert rel_err(s, s2) <= 1e-5
+    assert rel_err(y[:, 11:], y2) <= rtol(torch.float32, 40 * 8)  # T·N
+    assert rel_err(s, s2) <= rtol(torch.float32, 40 * 8)
 
 
 def test_reused_document_ids_are_separate_runs():
@@ -93,7 +96,7 @@ def test_low_precision_inputs_accumulate_in_fp32(dtype):
                        backend="recurrent")
     assert y.dtype == dtype and s.dtype == torch.float32
     assert rel_err(y, y_ref) <= RTOL[dtype]
-    assert rel_err(s, s_ref) <= 1e-5  # the state never leaves fp32
+    assert rel_err(s, s_ref) <= rtol(torch.float32, 70 * 16)  # the state never leaves fp32: T·N
 
 
 def test_groups_are_not_expanded_and_match_explicit_expansion():
@@ -101,7 +104,7 @@ def test_groups_are_not_expanded_and_match_explicit_expansion():
     y, _ = ssd(x, dt, A, B, C, D, chunk_size=8)
     Bx, Cx = B.repeat_interleave(4, dim=2), C.repeat_interleave(4, dim=2)  # (b, T, H, N)
     y2, _ = ssd(x, dt, A, Bx, Cx, D, chunk_size=8)
-    assert rel_err(y, y2) <= 1e-5
+    assert rel_err(y, y2) <= rtol(torch.float32, 25 * 8)  # T·N
 
 
 def test_unbatched_inputs_and_state_continuation():
@@ -110,7 +113,8 @@ def test_unbatched_inputs_and_state_continuation():
     assert y_full.shape == (30, 4, 4) and s_full.shape == (4, 4, 8)
     y1, s1 = ssd(x[0, :12], dt[0, :12], A, B[0, :12], C[0, :12], D)
     y2, s2 = ssd(x[0, 12:], dt[0, 12:], A, B[0, 12:], C[0, 12:], D, initial_state=s1)
-    assert rel_err(torch.cat([y1, y2]), y_full) <= 1e-5 and rel_err(s2, s_full) <= 1e-5
+    tol = rtol(torch.float32, 30 * 8)  # T·N
+    assert rel_err(torch.cat([y1, y2]), y_full) <= tol and rel_err(s2, s_full) <= tol
 
 
 def test_decode_step_matches_recurrence():
@@ -118,7 +122,8 @@ def test_decode_step_matches_recurrence():
     y_ref, s_ref = ssd(x, dt, A, B, C, D, initial_state=h0, backend="recurrent")
     state = h0.clone()
     ys = [ssd_step(state, x[:, t], dt[:, t], A, B[:, t], C[:, t], D) for t in range(9)]
-    assert rel_err(torch.stack(ys, 1), y_ref) <= 1e-5 and rel_err(state, s_ref) <= 1e-5
+    tol = rtol(torch.float32, 9 * 8)  # T·N
+    assert rel_err(torch.stack(ys, 1), y_ref) <= tol and rel_err(state, s_ref) <= tol
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -169,7 +174,7 @@ def test_strong_decays_past_the_exp_clamp_match_the_quadratic_form():
 
     for got, want in zip(run("torch", chunk_size=16), run("quadratic")):
         assert torch.isfinite(got).all()
-        assert rel_err(got, want) <= 1e-4
+        assert rel_err(got, want) <= rtol(torch.float32, 2 * 40 * 4 * 4 * 8)  # b·T·H·P·N (gradients)
 
 
 def test_chunked_backward_under_bf16_autocast_follows_fp32():
@@ -185,4 +190,5 @@ def test_chunked_backward_under_bf16_autocast_follows_fp32():
         return [t.grad for t in xs]
 
     for low, ref in zip(grads(True), grads(False)):
-        assert low.dtype == torch.float32 and rel_err(low, ref) <= 5e-2
+        # the matmuls' operands are rounded to bf16 (a handful of roundings on each path)
+        assert low.dtype == torch.float32 and rel_err(low, ref) <= rtol(torch.bfloat16, 2 * 45 * 4 * 8 * 16)

@@ -4,8 +4,9 @@ CUDA-graph path replays the same step on the same rows; benchmarks/gpu checks it
 import pytest
 import torch
 
+from promptcot_mamba.common.tolerances import assert_close
+from promptcot_mamba.generate.decode_graphs import BucketedDecoder, default_buckets
 from promptcot_mamba.model.lm import Mamba2LM
-from promptcot_mamba.ssd.decode_graphs import BucketedDecoder, default_buckets
 
 
 def test_default_buckets():
@@ -30,8 +31,11 @@ def test_bucketed_step_equals_model_step_and_leaves_other_rows_alone():
     ref_view = reference.select([0, 1, 2])
     ref_logits = model.step(tokens, ref_view)
     assert logits.shape == (3, 256)
-    torch.testing.assert_close(logits, ref_logits)
-    torch.testing.assert_close(pool.ssm[:, :3], ref_view.ssm)
+    # 4 rows through the step's GEMMs against 3: another summation order. The longest sum of one step is
+    # a projection's dot product (over d_inner = 128, the widest input); the state update adds one term.
+    n = model.config.d_inner
+    assert_close(logits, ref_logits, reductions=n, what="logits")
+    assert_close(pool.ssm[:, :3], ref_view.ssm, reductions=n, what="ssm state")
     assert torch.equal(pool.ssm[:, 4:], reference.ssm[:, 4:]) and torch.equal(pool.conv[:, 4:], reference.conv[:, 4:])
     assert not torch.equal(pool.ssm[:, 3], reference.ssm[:, 3])  # the padded row did step
     with pytest.raises(ValueError, match="exceed"):

@@ -1,4 +1,4 @@
-"""Every Triton kernel of ssd/ compiles to a cubin for Hopper (sm_90, the H100/H200 of the targets) —
+"""Every Triton kernel of the project (ssd/, model/fused_step.py) compiles to a cubin for Hopper (sm_90, the H100/H200 of the targets) —
 checked on a CPU-only machine through Triton's bundled ptxas (`aot_compile_kernels.py 80` does Ampere)."""
 
 import importlib.util

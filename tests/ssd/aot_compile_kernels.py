@@ -1,4 +1,4 @@
-"""Compile every Triton kernel of ssd/ ahead of time for an NVIDIA target, without a GPU.
+"""Compile every Triton kernel of the project (ssd/ and model/fused_step.py) ahead of time for an NVIDIA target, without a GPU.
 
 Triton's wheel carries ptxas, so `triton.compile` lowers a kernel all the way to a cubin on a CPU-only
 machine: this catches what the interpreter cannot (tl.dot operand dtypes, layouts, shared-memory
@@ -16,8 +16,9 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from promptcot_mamba.ssd import triton_decode as td  # noqa: E402
+from promptcot_mamba.model import fused_step as fs  # noqa: E402
 from promptcot_mamba.ssd import triton_scan as ts  # noqa: E402
+from promptcot_mamba.ssd import triton_step as tstep  # noqa: E402
 
 
 def compile_one(fn, ptr_types, constexprs, arch):
@@ -51,16 +52,16 @@ def main(archs):
                                                           HAS_DOC=has_doc, HAS_D=True, IEEE=ieee, UPCAST=False,
                                                           REV=rev)))
             jobs.append((ts._state_pass_fwd, pt, dict(Q=256, BLOCK=1024, HAS_H0=True, HAS_DOC=True, REV=True)))
-        jobs.append((td._conv_step_kernel, {"win_ptr": "*bf16", "x_ptr": "*bf16", "w_ptr": "*bf16",
+        jobs.append((fs._conv_step_kernel, {"win_ptr": "*bf16", "x_ptr": "*bf16", "w_ptr": "*bf16",
                                             "bias_ptr": "*bf16", "out_ptr": "*bf16"},
                      dict(BLOCK_C=256, BLOCK_K=4, HAS_BIAS=True)))
-        jobs.append((td._ssd_step_kernel, {"st_ptr": "*fp32", "x_ptr": "*bf16", "dt_ptr": "*bf16", "A_ptr": "*fp32",
+        jobs.append((tstep._ssd_step_kernel, {"st_ptr": "*fp32", "x_ptr": "*bf16", "dt_ptr": "*bf16", "A_ptr": "*fp32",
                                            "B_ptr": "*bf16", "C_ptr": "*bf16", "D_ptr": "*bf16", "dtb_ptr": "*bf16",
                                            "y_ptr": "*bf16"},
                      dict(BLOCK_P=64, BLOCK_N=128, HAS_D=True, DT_SOFTPLUS=True, A_IS_LOG=True)))
-        jobs.append((td._gated_norm_kernel, {"y_ptr": "*bf16", "z_ptr": "*bf16", "w_ptr": "*bf16", "out_ptr": "*bf16"},
+        jobs.append((fs._gated_norm_kernel, {"y_ptr": "*bf16", "z_ptr": "*bf16", "w_ptr": "*bf16", "out_ptr": "*bf16"},
                      dict(BLOCK=1024)))
-        jobs.append((td._add_rms_norm_kernel, {"res_ptr": "*fp32", "add_ptr": "*bf16", "w_ptr": "*bf16",
+        jobs.append((fs._add_rms_norm_kernel, {"res_ptr": "*fp32", "add_ptr": "*bf16", "w_ptr": "*bf16",
                                                "out_ptr": "*bf16"}, dict(BLOCK=4096, HAS_ADD=True)))
         for fn, pt, ce in jobs:
             try:

@@ -1,37 +1,36 @@
-"""Fused decode step in Triton (issue 8, build item 1): one token per sequence for a whole batch.
+"""The fused decode step: the twin of `Mamba2LM.step` as Triton kernels around the two GEMMs per layer.
 
-Three kernels around the mixer's two GEMMs, each with a PyTorch twin that tests compare it against:
+`Mamba2LM.step` runs it when the model's kernels say `step="fused"` (model/kernels.py). Per layer:
 
-    `conv_step`      roll the conv window, insert the new raw xBC, depthwise conv + bias + SiLU
-                     (twin: the first lines of `Mamba2Mixer.step`)
-    `ssd_step_triton`  Δ = clamp(softplus(dt + dt_bias)); H ← exp(Δ·A)·H + Δ·x ⊗ b; y = H·c + D·x
-                     (twin: `forms.ssd_step`; groups broadcast, the state fp32, updated in place)
-    `gated_norm`     rmsnorm_per_group(y · silu(z)) · w (twin: `model.norm.GatedRMSNorm`)
+    in_proj (GEMM) → `conv_step`   roll the conv window, insert the new raw xBC, depthwise conv + bias + SiLU
+                                   (twin: the first lines of `Mamba2Mixer.step`)
+                   → `ssd_step_triton` (ssd/triton_step.py) the state update, softplus and A = −exp(A_log) fused in
+                   → `gated_norm`  rmsnorm_per_group(y · silu(z)) · w (twin: `model.norm.GatedRMSNorm`)
+                   → out_proj (GEMM) → `add_rms_norm` the residual add and the next pre-norm in one kernel
 
-`mixer_step_triton(mixer, h, conv_state, ssm_state)` chains them: the drop-in twin of
-`Mamba2Mixer.step`. Every kernel reads and writes its operands once — decode is memory-bound (at
-Codestral's shape and batch 128, 34 GB of fp32 state per step; shared/bench/README.md) — and none
-syncs with the host, so the step can be captured in a CUDA graph.
+Six launches a layer, each reading and writing its operands once; none syncs with the host, so the
+step can be captured in a CUDA graph (generate/decode_graphs.py). A step at batch 1 is ~6 small
+launches per layer (~400 at Codestral's 64 layers), so launch overhead, not the weight read, sets
+its eager speed; that is why the graphs exist.
 
-Like triton_scan.py this module imports triton at import time: reach it lazily (tests set
+This module imports triton at import time: `Mamba2LM.step` reaches it lazily (tests set
 TRITON_INTERPRET=1 first to run it on CPU tensors).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
+from promptcot_mamba.ssd.triton_step import ssd_step_triton
+
 
 def _pow2(n: int, floor: int = 16) -> int:
     return max(floor, triton.next_power_of_2(n))
 
 
-# ----------------------------------------------------------------------------------- kernels
 @triton.jit
 def _conv_step_kernel(win_ptr, x_ptr, w_ptr, bias_ptr, out_ptr, Cdim, K,
                       swb, swc, swk, sxb, sxc, swc_w, swk_w, sob, soc,
@@ -54,44 +53,6 @@ def _conv_step_kernel(win_ptr, x_ptr, w_ptr, bias_ptr, out_ptr, Cdim, K,
         acc += tl.load(bias_ptr + offs_c, mask=in_c, other=0.0).to(tl.float32)
     acc = acc / (1.0 + tl.exp(-acc))  # SiLU
     tl.store(out_ptr + b * sob + offs_c * soc, acc.to(out_ptr.dtype.element_ty), mask=in_c)
-
-
-@triton.jit
-def _ssd_step_kernel(st_ptr, x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, dtb_ptr, y_ptr,
-                     H, P, N, R, dt_lo, dt_hi,
-                     ssb, ssh, ssp, ssn, sxb, sxh, sxp, sdb, sdh, sBb, sBg, sBn, sCb, sCg, sCn,
-                     syb, syh, syp, sDh, sDp,
-                     BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-                     HAS_D: tl.constexpr, DT_SOFTPLUS: tl.constexpr, A_IS_LOG: tl.constexpr):
-    """Program per (sequence b, head h, block of P): the state tile (BLOCK_P × N) read and written once."""
-    b = tl.program_id(0).to(tl.int64)
-    h = tl.program_id(1)
-    g = h // R
-    offs_p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
-    offs_n = tl.arange(0, BLOCK_N)
-    in_p = offs_p < P
-    in_n = offs_n < N
-    dt = tl.load(dt_ptr + b * sdb + h * sdh).to(tl.float32)
-    if DT_SOFTPLUS:  # Δ = softplus(dt + dt_bias), torch's threshold of 20, then the model's dt_limit
-        dt = dt + tl.load(dtb_ptr + h).to(tl.float32)
-        dt = tl.where(dt > 20.0, dt, tl.log(1.0 + tl.exp(dt)))
-        dt = tl.minimum(tl.maximum(dt, dt_lo), dt_hi)
-    A = tl.load(A_ptr + h).to(tl.float32)
-    if A_IS_LOG:  # the module's parameter A_log: A = −exp(A_log), computed here, not by 3 more launches
-        A = -tl.exp(A)
-    a = tl.exp(dt * A)
-    x = tl.load(x_ptr + b * sxb + h * sxh + offs_p * sxp, mask=in_p, other=0.0).to(tl.float32)
-    Bv = tl.load(B_ptr + b * sBb + g * sBg + offs_n * sBn, mask=in_n, other=0.0).to(tl.float32)
-    Cv = tl.load(C_ptr + b * sCb + g * sCg + offs_n * sCn, mask=in_n, other=0.0).to(tl.float32)
-    ptrs = st_ptr + b * ssb + h * ssh + offs_p[:, None] * ssp + offs_n[None, :] * ssn
-    tile_mask = in_p[:, None] & in_n[None, :]
-    state = tl.load(ptrs, mask=tile_mask, other=0.0)
-    state = state * a + (dt * x)[:, None] * Bv[None, :]
-    tl.store(ptrs, state, mask=tile_mask)
-    y = tl.sum(state * Cv[None, :], axis=1)
-    if HAS_D:
-        y += x * tl.load(D_ptr + h * sDh + offs_p * sDp, mask=in_p, other=0.0).to(tl.float32)
-    tl.store(y_ptr + b * syb + h * syh + offs_p * syp, y.to(y_ptr.dtype.element_ty), mask=in_p)
 
 
 @triton.jit
@@ -125,7 +86,6 @@ def _add_rms_norm_kernel(res_ptr, add_ptr, w_ptr, out_ptr, d, eps, srb, sab, sob
     tl.store(out_ptr + b * sob + offs, (r * inv * w).to(out_ptr.dtype.element_ty), mask=m)
 
 
-# --------------------------------------------------------------------------------- launchers
 def conv_step(conv_state: Tensor, xBC: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """conv_state (b, C, K) updated in place; xBC (b, C) the new raw inputs; weight (C, 1, K) or (C, K).
     Returns silu(conv) (b, C) in xBC's dtype."""
@@ -140,36 +100,6 @@ def conv_step(conv_state: Tensor, xBC: Tensor, weight: Tensor, bias: Tensor | No
     return out
 
 
-def ssd_step_triton(state: Tensor, x: Tensor, dt: Tensor, A: Tensor | None, B: Tensor, C: Tensor,
-                    D: Tensor | None = None, *, dt_bias: Tensor | None = None,
-                    dt_limit: tuple[float, float] = (0.0, math.inf), A_log: Tensor | None = None) -> Tensor:
-    """`forms.ssd_step` in one kernel. state (b, H, P, N) fp32 updated in place; x (b, H, P);
-    dt (b, H) — Δ itself, or the raw projection when `dt_bias` is given (then softplus(dt + dt_bias)
-    clamped to `dt_limit` is fused in); B and C (b, G, N); A (H,), or `A_log` (H,) with A = −exp(A_log)
-    fused in; D (H,) or (H, P), read in place. Returns y (b, H, P) in x's dtype."""
-    if state.dtype != torch.float32:
-        raise ValueError(f"ssd_step_triton: the state must be fp32, got {state.dtype}")
-    if (A is None) == (A_log is None):
-        raise ValueError("ssd_step_triton: pass exactly one of A and A_log")
-    b, H, P = x.shape
-    G, N = B.shape[-2:]
-    if H % G:
-        raise ValueError(f"ssd_step_triton: heads H={H} must be a multiple of groups G={G}")
-    y = torch.empty(b, H, P, device=x.device, dtype=x.dtype)
-    Ap = A if A is not None else A_log
-    sDh, sDp = ((D.stride(0), 0) if D.dim() == 1 else D.stride()) if D is not None else (0, 0)
-    BLOCK_N = _pow2(N)
-    BLOCK_P = min(_pow2(P), max(16, 8192 // BLOCK_N))  # tile of ≤ 8K fp32 values per program
-    lo, hi = dt_limit
-    _ssd_step_kernel[(b, H, triton.cdiv(P, BLOCK_P))](
-        state, x, dt, Ap, B, C, D if D is not None else Ap, dt_bias if dt_bias is not None else Ap, y,
-        H, P, N, H // G, float(lo), float(min(hi, 3.0e38)),
-        *state.stride(), *x.stride(), *dt.stride(), *B.stride(), *C.stride(), *y.stride(), sDh, sDp,
-        BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N, HAS_D=D is not None, DT_SOFTPLUS=dt_bias is not None,
-        A_IS_LOG=A is None)
-    return y
-
-
 def gated_norm(y: Tensor, z: Tensor, weight: Tensor, n_groups: int, eps: float) -> Tensor:
     """rmsnorm_per_group(y · silu(z)) · weight for y, z (b, d); returns y's dtype."""
     b, d = y.shape
@@ -180,12 +110,12 @@ def gated_norm(y: Tensor, z: Tensor, weight: Tensor, n_groups: int, eps: float) 
     return out
 
 
-def mixer_step_triton(mixer, h: Tensor, conv_state: Tensor, ssm_state: Tensor) -> Tensor:
+def mixer_step_fused(mixer, h: Tensor, conv_state: Tensor, ssm_state: Tensor) -> Tensor:
     """Drop-in twin of `Mamba2Mixer.step` (h (b, d) → (b, d); both states updated in place) with the
     conv, the SSM update and the gated norm each one kernel; the two projections stay cuBLAS GEMMs."""
     c = mixer.config
     b = h.shape[0]
-    z, xBC, dt = mixer._split(mixer.in_proj(h))
+    z, xBC, dt = mixer.split(mixer.in_proj(h))
     xBC = conv_step(conv_state, xBC, mixer.conv1d.weight, mixer.conv1d.bias)
     x, B, C = torch.split(xBC, [c.d_inner, c.n_groups * c.state_size, c.n_groups * c.state_size], dim=-1)
     y = ssd_step_triton(ssm_state, x.reshape(b, c.num_heads, c.head_dim), dt, None,
@@ -207,7 +137,7 @@ def add_rms_norm(residual: Tensor, add: Tensor | None, weight: Tensor, eps: floa
 
 
 @torch.no_grad()
-def model_step_triton(model, tokens: Tensor, state) -> Tensor:
+def model_step_fused(model, tokens: Tensor, state) -> Tensor:
     """Twin of `Mamba2LM.step` (tokens (b,) → logits (b, vocab) fp32, `state` updated in place): per
     layer in_proj GEMM, conv kernel, SSM kernel, gated-norm kernel, out_proj GEMM, and one kernel for the
     residual add + the next pre-norm — six launches. No host syncs: capturable in a CUDA graph.
@@ -218,7 +148,7 @@ def model_step_triton(model, tokens: Tensor, state) -> Tensor:
     norms = [blk.norm for blk in layers] + [model.backbone.norm_f]
     x = add_rms_norm(residual, None, norms[0].weight, norms[0].eps, norms[0].weight.dtype)
     for i, block in enumerate(layers):
-        out = mixer_step_triton(block.mixer, x, state.conv[i], state.ssm[i])
+        out = mixer_step_fused(block.mixer, x, state.conv[i], state.ssm[i])
         nxt = norms[i + 1]
         x = add_rms_norm(residual, out, nxt.weight, nxt.eps, nxt.weight.dtype)
     return model.lm_head(x.to(model.lm_head.weight.dtype)).float()
