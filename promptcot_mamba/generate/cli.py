@@ -1,9 +1,48 @@
-"""`pcm generate` (one prompt, streamed to the terminal) and `pcm chat` (interactive)."""
+"""`pcm generate` (one prompt, streamed to the terminal) and `pcm chat` (interactive), and the engine
+options they share with `pcm serve` (`add_engine_args`, `build_engine`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+
+def add_engine_args(p: argparse.ArgumentParser) -> None:
+    """Engine options shared by `pcm serve`, `pcm generate` and `pcm chat`."""
+    p.add_argument("--model", required=True, help="a model folder as written by save_pretrained (with tokenizer.json)")
+    p.add_argument("--memory-budget", type=float, default=None, metavar="GB",
+                   help="memory for weights + prefix cache + all sequences; sets how many run at once")
+    p.add_argument("--max-slots", type=int, default=None,
+                   help="upper bound on concurrent sequences (default 64; with --memory-budget: what fits)")
+    p.add_argument("--max-queue", type=int, default=256, help="waiting requests beyond this get HTTP 429")
+    p.add_argument("--max-prompt-tokens", type=int, default=131072)
+    p.add_argument("--max-new-tokens", type=int, default=131072)
+    p.add_argument("--prefix-cache-gb", type=float, default=0.25)
+    p.add_argument("--dtype", default="auto", help="auto (the checkpoint's), float32, bfloat16")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--kernels", default="", metavar="KEY=VALUE,...",
+                   help="implementations of the hot paths (model/kernels.py): ssd=auto|torch|triton|fla, "
+                        "matvec=auto|onednn|aten, step=eager|fused, decode=direct|bucketed (CUDA graphs per "
+                        "batch-size bucket on a GPU); e.g. --kernels step=fused,decode=bucketed")
+
+
+def build_engine(args):
+    """The engine `add_engine_args`' options describe. For the pcm commands only: `--threads` sets
+    torch's thread count for the whole process, which is the command's to decide."""
+    import torch
+
+    from promptcot_mamba.generate.engine import Engine, EngineConfig
+    from promptcot_mamba.model.kernels import Kernels
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    slots = args.max_slots or (4096 if args.memory_budget else 64)
+    cfg = EngineConfig(max_slots=slots, memory_budget_gb=args.memory_budget, max_queue=args.max_queue,
+                       max_prompt_tokens=args.max_prompt_tokens, max_new_tokens=args.max_new_tokens,
+                       prefix_cache_gb=args.prefix_cache_gb)
+    return Engine.from_pretrained(args.model, cfg, dtype=args.dtype, device=args.device,
+                                  kernels=Kernels.parse(args.kernels))
 
 
 def _sampling_args(p: argparse.ArgumentParser) -> None:
@@ -18,8 +57,6 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from promptcot_mamba.serve.cli import add_engine_args
-
     g = sub.add_parser("generate", help="generate from one prompt, streaming to the terminal")
     add_engine_args(g)
     _sampling_args(g)
@@ -43,12 +80,6 @@ def _params(args):
                           seed=args.seed, stop=tuple(args.stop))
 
 
-def _load(args):
-    from promptcot_mamba.serve.cli import build_engine
-
-    return build_engine(args)
-
-
 def _stream(engine, prompt_ids, params, out=sys.stdout) -> str:
     text = ""
     for o in engine.stream(prompt_ids, params):
@@ -67,7 +98,7 @@ def _generate(args) -> int:
     from promptcot_mamba.text.prompts import paper_prompt
 
     try:
-        engine = _load(args)
+        engine = build_engine(args)
         params = _params(args)
         prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
         if args.paper_prompt:
@@ -85,7 +116,7 @@ def _chat(args) -> int:
     from promptcot_mamba.generate.engine import EngineError
 
     try:
-        engine = _load(args)
+        engine = build_engine(args)
         params = _params(args)
     except (FileNotFoundError, ValueError) as err:
         print(f"pcm chat: {err}", file=sys.stderr)

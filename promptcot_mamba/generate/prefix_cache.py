@@ -52,7 +52,6 @@ class PrefixCache:
         self._entries: OrderedDict[tuple[int, ...], InferenceState] = OrderedDict()
         self.nbytes = 0
         self.hits = 0
-        self.misses = 0
         self.evictions = 0
 
     def __len__(self) -> int:
@@ -73,7 +72,6 @@ class PrefixCache:
                 self._entries.move_to_end(key)
                 self.hits += 1
                 return PrefixHit(p, state.clone())
-        self.misses += 1
         return None
 
     def insert(self, prefix: Sequence[int], state: InferenceState) -> None:
@@ -93,11 +91,3 @@ class PrefixCache:
             self.evictions += 1
         self._entries[key] = state.clone()
         self.nbytes += size
-
-    def clear(self) -> None:
-        self._entries.clear()
-        self.nbytes = 0
-
-    def stats(self) -> dict[str, int]:
-        return {"entries": len(self._entries), "bytes": self.nbytes, "max_bytes": self.max_bytes,
-                "hits": self.hits, "misses": self.misses, "evictions": self.evictions}

@@ -22,7 +22,11 @@ from torch import Tensor
 
 
 class SamplingError(ValueError):
-    """Invalid sampling parameters; the message names the field."""
+    """Invalid sampling parameters; the message and `param` name the field."""
+
+    def __init__(self, message: str, *, param: str):
+        super().__init__(message)
+        self.param = param
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ class SamplingParams:
     def __post_init__(self) -> None:
         def check(ok: bool, name: str, what: str) -> None:
             if not ok:
-                raise SamplingError(f"{name} {what}, got {getattr(self, name)!r}")
+                raise SamplingError(f"{name} {what}, got {getattr(self, name)!r}", param=name)
 
         def is_int(v) -> bool:
             return isinstance(v, int) and not isinstance(v, bool)
@@ -105,13 +109,6 @@ class RowSampler:
 
     def uniform(self) -> float:
         return self.rng.random()
-
-
-@dataclass
-class SampleResult:
-    tokens: list[int]  # (b,) chosen token ids
-    logprobs: list[float] | None = None  # (b,) logprob of the chosen token under the raw model distribution
-    top: list[list[tuple[int, float]]] | None = None  # per row: the top-k (token, logprob), k per row
 
 
 def apply_penalties(logits: Tensor, rows: Sequence[RowSampler], prompt_mask: Tensor, out_counts: Tensor) -> Tensor:

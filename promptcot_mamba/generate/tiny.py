@@ -51,12 +51,12 @@ def build_tiny_model(tokenizer=None, *, seed: int = 0, config: str = "tiny", emb
     from promptcot_mamba.model.lm import Mamba2LM
 
     tokenizer = tokenizer or build_tiny_tokenizer()
-    torch.manual_seed(seed)
     overrides.setdefault("tie_word_embeddings", False)
     cfg = named_config(config, vocab_size=tokenizer.vocab_size,
                        eos_token_id=tokenizer.eos_token_id, **overrides)
-    model = Mamba2LM(cfg)
-    with torch.no_grad():
+    with torch.random.fork_rng(devices=[]), torch.no_grad():  # seeded, leaving the caller's RNG as it was
+        torch.manual_seed(seed)
+        model = Mamba2LM(cfg)
         model.backbone.embeddings.weight.normal_(0.0, embed_std)
         if not cfg.tie_word_embeddings:
             model.lm_head.weight.normal_(0.0, head_std)

@@ -2,7 +2,8 @@
 
 Routes: POST /v1/completions and /v1/chat/completions (JSON or SSE streaming), GET /v1/models,
 /health and /metrics (Prometheus). One engine thread owns the model (`EngineRunner`); handlers
-tokenize, submit, and turn engine outputs into OpenAI chunks.
+tokenize and submit, an `_Outputs` collects what the engine sends back for the call, and one renderer
+per API shape (`_Completion`, `_Chat`) turns it into SSE chunks or the final body.
 
 Robustness: the body is parsed here (not by FastAPI) so every malformed, mistyped or out-of-range
 request gets a 4xx with an OpenAI error body naming the parameter; an oversized body is a 413; a
@@ -19,16 +20,16 @@ import json
 import time
 import uuid
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from promptcot_mamba.generate.chat import ReasoningStream, render_chat, split_answer
-from promptcot_mamba.generate.engine import Engine, EngineError, QueueFull, SeqOutput
-from promptcot_mamba.generate.runner import EngineRunner
+from promptcot_mamba.generate.engine import Engine, EngineError, QueueFull, SeqOutput, TokenLogprob
+from promptcot_mamba.generate.sampling import SamplingParams
+from promptcot_mamba.serve.chat import ReasoningStream, render_chat, split_answer
 from promptcot_mamba.serve.metrics import ServerMetrics
 from promptcot_mamba.serve.protocol import (
     APIError,
@@ -36,6 +37,7 @@ from promptcot_mamba.serve.protocol import (
     CompletionRequest,
     validation_message,
 )
+from promptcot_mamba.serve.runner import EngineRunner
 
 
 def _err(e: APIError) -> JSONResponse:
@@ -61,7 +63,6 @@ class _Server:
         self.metrics = ServerMetrics(self.runner, model_name)
         self.created = int(time.time())
 
-    # ----------------------------------------------------------------------------------- helpers
     async def parse(self, request: Request, model):
         ctype = request.headers.get("content-type", "")
         if ctype and "json" not in ctype:
@@ -95,46 +96,238 @@ class _Server:
             raise APIError(400, "the prompt is empty (no tokens)", param="prompt")
         return ids
 
-    def submit_all(self, prompts: list[list[int]], params, prefix: str) -> tuple[asyncio.Queue, list[str]]:
-        for ids in prompts:
+    def submit_all(self, out: _Outputs, params: SamplingParams) -> None:
+        """Submit the call's requests, one per prompt (all or none), with their outputs going to `out`."""
+        for ids in out.prompts:
             try:
                 self.engine.validate(ids, params)
             except EngineError as err:
-                raise APIError(400, str(err), param="prompt" if "prompt" in str(err) else None) from None
-        q: asyncio.Queue = asyncio.Queue()
-        rids: list[str] = []
+                raise APIError(400, str(err), param=err.param) from None
+        submitted: list[str] = []
         try:
-            for i, ids in enumerate(prompts):
-                rid = f"{prefix}-{i}"
-                self.runner.submit(ids, params, rid, q)
-                rids.append(rid)
-        except QueueFull as err:
-            for rid in rids:
+            for ids, rid in zip(out.prompts, out.rids):
+                self.runner.submit(ids, params, rid, out.queue)
+                submitted.append(rid)
+        except (QueueFull, EngineError) as err:
+            for rid in submitted:
                 self.runner.release(rid, abort=True)
-            raise APIError(429, f"{err}; retry later", type="rate_limit_error", code="queue_full",
-                           headers={"Retry-After": "1"}) from None
-        except EngineError as err:
-            for rid in rids:
-                self.runner.release(rid, abort=True)
-            raise APIError(400, str(err)) from None
-        return q, rids
+            if isinstance(err, QueueFull):
+                raise APIError(429, f"{err}; retry later", type="rate_limit_error", code="queue_full",
+                               headers={"Retry-After": "1"}) from None
+            raise APIError(400, str(err), param=err.param) from None
 
-    async def next_output(self, q: asyncio.Queue, request: Request | None) -> SeqOutput:
+    def token_text(self, tid: int) -> str:
+        return self.tok.decode([tid], skip_special_tokens=False)
+
+
+class _Outputs:
+    """What the engine sends back for one API call, collected per choice: the call's requests (one per
+    prompt) × n samples each, choice i being sample i % n of prompt i // n (OpenAI's order)."""
+
+    def __init__(self, srv: _Server, cid: str, prompts: list[list[int]], n: int, *, keep: bool):
+        self.srv, self.cid, self.prompts, self.n, self.size = srv, cid, prompts, n, len(prompts) * n
+        self.rids = [f"{cid}-{k}" for k in range(len(prompts))]
+        self._row = {rid: k for k, rid in enumerate(self.rids)}
+        self.queue: asyncio.Queue = asyncio.Queue()
+        # text and logprobs are kept for a final body only: a stream sends them on as they come
+        self.keep = keep
+        self._parts: list[list[str]] = [[] for _ in range(self.size)]
+        self.logprobs: list[list[TokenLogprob]] = [[] for _ in range(self.size)]
+        self.chars = [0] * self.size  # characters of text so far
+        self.tokens = [0] * self.size
+        self.finish: list[tuple[Any, Any]] = [(None, None)] * self.size  # (finish_reason, stop_reason) once done
+        self.left = self.size  # choices not finished yet
+        self._look_at = 0.0  # when to look next whether the client is still there
+
+    async def next(self, request: Request | None) -> tuple[int, SeqOutput]:
+        """Wait for the next output and collect it; returns (choice index, output). With `request`,
+        raises ConnectionAbortedError once that client has gone (looked at about once a second, also
+        while outputs keep coming)."""
         while True:
+            if request is not None and time.monotonic() >= self._look_at:
+                self._look_at = time.monotonic() + 1.0
+                if await request.is_disconnected():
+                    raise ConnectionAbortedError("client disconnected")
             try:
-                o = await asyncio.wait_for(q.get(), timeout=1.0)
+                o = await asyncio.wait_for(self.queue.get(), timeout=1.0)
             except asyncio.TimeoutError:
-                if request is not None and await request.is_disconnected():
-                    raise ConnectionAbortedError("client disconnected") from None
                 continue
             if o is None:
                 raise APIError(503, "the engine stopped before the request finished", type="server_error")
             if isinstance(o, BaseException):
                 raise APIError(500, str(o), type="server_error")
-            return o
+            break
+        i = self._row[o.request_id] * self.n + o.index
+        self.chars[i] += len(o.text)
+        if self.keep:
+            self._parts[i].append(o.text)
+            self.logprobs[i].extend(o.logprobs or ())
+        self.tokens[i] = o.num_output_tokens
+        if o.finished:
+            self.finish[i] = (o.finish_reason, o.stop_reason)
+            self.left -= 1
+        return i, o
 
-    def token_text(self, tid: int) -> str:
-        return self.tok.decode([tid], skip_special_tokens=False)
+    def text(self, i: int) -> str:
+        return "".join(self._parts[i])
+
+    def release(self) -> None:
+        """Stop routing the call's outputs; aborts its requests unless every choice finished."""
+        for rid in self.rids:
+            self.srv.runner.release(rid, abort=self.left > 0)
+
+    def usage(self) -> dict[str, int]:
+        p = sum(len(x) for x in self.prompts)
+        c = sum(self.tokens)
+        return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+class _Renderer:
+    """One API shape: renders collected outputs as streamed chunks (`head`, `delta`) or as the choices
+    of the final body (`final`), and answers the call either way (`respond`)."""
+
+    path: ClassVar[str]
+    chunk_object: ClassVar[str]
+    body_object: ClassVar[str]
+
+    def __init__(self, srv: _Server, out: _Outputs, body: CompletionRequest | ChatCompletionRequest):
+        self.srv, self.out, self.stream = srv, out, body.stream
+        self.include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        self.created = int(time.time())
+
+    def head(self) -> list[dict]:
+        """Choices streamed before any output."""
+        return []
+
+    def delta(self, i: int, o: SeqOutput) -> dict | None:
+        """The streamed choice for output `o` of choice `i` (already collected), or None to send nothing."""
+        raise NotImplementedError
+
+    def final(self, i: int) -> dict:
+        """Choice `i` of the non-streamed body."""
+        raise NotImplementedError
+
+    def envelope(self, object: str, choices: list[dict], **extra) -> dict:
+        return {"id": self.out.cid, "object": object, "created": self.created, "model": self.srv.model_name,
+                "choices": choices, **extra}
+
+    async def respond(self, request: Request):
+        if self.stream:
+            return StreamingResponse(self._sse(), media_type="text/event-stream")
+        try:
+            while self.out.left:
+                await self.out.next(request)
+        except ConnectionAbortedError:
+            return Response(status_code=499)
+        finally:
+            self.out.release()
+        self.srv.metrics.count(self.path, 200)
+        return self.envelope(self.body_object, [self.final(i) for i in range(self.out.size)],
+                             usage=self.out.usage())
+
+    async def _sse(self):
+        try:
+            for choice in self.head():
+                yield _sse(self.envelope(self.chunk_object, [choice]))
+            while self.out.left:
+                choice = self.delta(*await self.out.next(None))
+                if choice is not None:
+                    yield _sse(self.envelope(self.chunk_object, [choice]))
+            if self.include_usage:
+                yield _sse(self.envelope(self.chunk_object, [], usage=self.out.usage()))
+            yield "data: [DONE]\n\n"
+            self.srv.metrics.count(self.path, 200)
+        except APIError as err:
+            yield _sse(err.body())
+        finally:
+            self.out.release()
+
+
+class _Completion(_Renderer):
+    path, chunk_object, body_object = "/v1/completions", "text_completion", "text_completion"
+
+    def __init__(self, srv: _Server, out: _Outputs, body: CompletionRequest):
+        super().__init__(srv, out, body)
+        self.top = bool(body.logprobs)  # top_logprobs per token (logprobs=0: the chosen token's only)
+        self.with_logprobs = body.logprobs is not None
+        self.echo = [srv.tok.decode(p, skip_special_tokens=False) if body.echo else "" for p in out.prompts]
+        self._echoed: set[int] = set()
+
+    def delta(self, i: int, o: SeqOutput) -> dict:
+        text = o.text
+        if i not in self._echoed:  # an echoed prompt goes before the first delta
+            text = self.echo[i // self.out.n] + text
+            self._echoed.add(i)
+        offset = self.out.chars[i] - len(o.text)  # text_offset counts generated text only
+        return self._choice(i, text, self._logprobs(o.logprobs, offset))
+
+    def final(self, i: int) -> dict:
+        lps = (self.out.logprobs[i] or None) if self.with_logprobs else None
+        return self._choice(i, self.echo[i // self.out.n] + self.out.text(i), self._logprobs(lps, 0))
+
+    def _choice(self, i: int, text: str, logprobs: dict | None) -> dict:
+        fr, sr = self.out.finish[i]
+        return {"index": i, "text": text, "logprobs": logprobs, "finish_reason": fr, "stop_reason": sr}
+
+    def _logprobs(self, lps: list[TokenLogprob] | None, offset: int) -> dict | None:
+        if lps is None:
+            return None
+        toks, values, tops, offs = [], [], [], []
+        for lp in lps:
+            t = self.srv.token_text(lp.token_id)
+            toks.append(t)
+            values.append(lp.logprob)
+            tops.append({self.srv.token_text(k): v for k, v in lp.top} if self.top else None)
+            offs.append(offset)
+            offset += len(t)
+        return {"tokens": toks, "token_logprobs": values, "top_logprobs": tops, "text_offset": offs}
+
+
+class _Chat(_Renderer):
+    path, chunk_object, body_object = "/v1/chat/completions", "chat.completion.chunk", "chat.completion"
+
+    def __init__(self, srv: _Server, out: _Outputs, body: ChatCompletionRequest, prompt_text: str):
+        super().__init__(srv, out, body)
+        self.with_logprobs = body.logprobs
+        self.prompt_text = prompt_text
+        self._split = [ReasoningStream(prompt_text) if srv.reasoning else None for _ in range(out.size)]
+
+    def head(self) -> list[dict]:
+        return [{"index": j, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+                for j in range(self.out.size)]
+
+    def delta(self, i: int, o: SeqOutput) -> dict | None:
+        split = self._split[i]
+        pieces = [("content", o.text)] if split is None else split.feed(o.text, final=o.finished)
+        delta: dict[str, str] = {}
+        for kind, text in pieces:
+            delta[kind] = delta.get(kind, "") + text
+        lp = self._logprobs(o.logprobs) if self.with_logprobs else None
+        if not (delta or o.finished or lp):
+            return None
+        return self._choice(i, "delta", delta, lp)
+
+    def final(self, i: int) -> dict:
+        text = self.out.text(i)
+        msg: dict[str, Any] = {"role": "assistant", "content": text}
+        if self.srv.reasoning:
+            reasoning, content = split_answer(text, prompt_text=self.prompt_text)
+            msg = {"role": "assistant", "content": content, "reasoning_content": reasoning}
+        lp = self._logprobs(self.out.logprobs[i]) if self.with_logprobs else None
+        return self._choice(i, "message", msg, lp)
+
+    def _choice(self, i: int, key: str, value: dict, lp: list | None) -> dict:
+        fr, sr = self.out.finish[i]
+        return {"index": i, key: value, "logprobs": None if lp is None else {"content": lp},
+                "finish_reason": fr, "stop_reason": sr}
+
+    def _logprobs(self, lps: list[TokenLogprob] | None) -> list | None:
+        if lps is None:
+            return None
+        text = self.srv.token_text
+        return [{"token": text(lp.token_id), "logprob": lp.logprob, "bytes": list(text(lp.token_id).encode()),
+                 "top_logprobs": [{"token": text(k), "logprob": v, "bytes": list(text(k).encode())}
+                                  for k, v in lp.top]} for lp in lps]
 
 
 def create_app(engine: Engine, *, model_name: str = "promptcot-mamba", reasoning: bool = False,
@@ -198,94 +391,9 @@ def create_app(engine: Engine, *, model_name: str = "promptcot-mamba", reasoning
         prompts = [srv.encode(p) for p in body.prompts()]
         params = body.sampling_params(max_tokens=body.max_tokens, default_max_tokens=srv.default_completion_max_tokens,
                                       logprobs=body.logprobs)
-        cid = f"cmpl-{uuid.uuid4().hex}"
-        q, rids = srv.submit_all(prompts, params, cid)
-        index_of = {rid: i for i, rid in enumerate(rids)}
-        echo = [srv.tok.decode(p, skip_special_tokens=False) if body.echo else "" for p in prompts]
-        created = int(time.time())
-        n = params.n
-
-        def lp_block(o_logprobs, offset0: int):
-            if o_logprobs is None:
-                return None
-            toks, lps, tops, offs, off = [], [], [], [], offset0
-            for lp in o_logprobs:
-                t = srv.token_text(lp.token_id)
-                toks.append(t)
-                lps.append(lp.logprob)
-                tops.append({srv.token_text(i): v for i, v in lp.top} if body.logprobs else None)
-                offs.append(off)
-                off += len(t)
-            return {"tokens": toks, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offs}
-
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-
-            async def sse():
-                left = len(rids) * n
-                counts = {rid: [0] * n for rid in rids}
-                sent_echo: set[int] = set()
-                offsets: dict[int, int] = {}
-                try:
-                    while left:
-                        o = await srv.next_output(q, None)
-                        i = index_of[o.request_id] * n + o.index
-                        text = o.text
-                        if body.echo and i not in sent_echo:
-                            text = echo[index_of[o.request_id]] + text
-                            sent_echo.add(i)
-                        counts[o.request_id][o.index] = o.num_output_tokens
-                        choice = {"index": i, "text": text, "logprobs": lp_block(o.logprobs, offsets.get(i, 0)),
-                                  "finish_reason": o.finish_reason if o.finished else None,
-                                  "stop_reason": o.stop_reason if o.finished else None}
-                        offsets[i] = offsets.get(i, 0) + len(o.text)
-                        left -= o.finished
-                        yield _sse({"id": cid, "object": "text_completion", "created": created,
-                                    "model": model_name, "choices": [choice]})
-                    if include_usage:
-                        yield _sse({"id": cid, "object": "text_completion", "created": created, "model": model_name,
-                                    "choices": [], "usage": _usage(prompts, counts)})
-                    yield "data: [DONE]\n\n"
-                    srv.metrics.count("/v1/completions", 200)
-                except APIError as err:
-                    yield _sse(err.body())
-                finally:
-                    for rid in rids:
-                        srv.runner.release(rid, abort=left > 0)
-
-            return StreamingResponse(sse(), media_type="text/event-stream")
-
-        texts = {rid: [""] * n for rid in rids}
-        finish: dict[tuple[str, int], tuple[Any, Any]] = {}
-        lps: dict[tuple[str, int], list] = {}
-        counts = {rid: [0] * n for rid in rids}
-        left = len(rids) * n
-        try:
-            while left:
-                o = await srv.next_output(q, request)
-                texts[o.request_id][o.index] += o.text
-                if o.logprobs:
-                    lps.setdefault((o.request_id, o.index), []).extend(o.logprobs)
-                counts[o.request_id][o.index] = o.num_output_tokens
-                if o.finished:
-                    finish[(o.request_id, o.index)] = (o.finish_reason, o.stop_reason)
-                    left -= 1
-        except ConnectionAbortedError:
-            return Response(status_code=499)
-        finally:
-            for rid in rids:
-                srv.runner.release(rid, abort=left > 0)
-        choices = []
-        for rid in rids:
-            for j in range(n):
-                i = index_of[rid] * n + j
-                fr, sr = finish[(rid, j)]
-                choices.append({"index": i, "text": echo[index_of[rid]] + texts[rid][j],
-                                "logprobs": lp_block(lps.get((rid, j)) if body.logprobs is not None else None, 0),
-                                "finish_reason": fr, "stop_reason": sr})
-        srv.metrics.count("/v1/completions", 200)
-        return {"id": cid, "object": "text_completion", "created": created, "model": model_name,
-                "choices": choices, "usage": _usage(prompts, counts)}
+        out = _Outputs(srv, f"cmpl-{uuid.uuid4().hex}", prompts, params.n, keep=not body.stream)
+        srv.submit_all(out, params)
+        return await _Completion(srv, out, body).respond(request)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
@@ -300,101 +408,12 @@ def create_app(engine: Engine, *, model_name: str = "promptcot-mamba", reasoning
         max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
         params = body.sampling_params(max_tokens=max_tokens, default_max_tokens=srv.default_max_tokens,
                                       logprobs=(body.top_logprobs or 0) if body.logprobs else None)
-        cid = f"chatcmpl-{uuid.uuid4().hex}"
-        q, rids = srv.submit_all(prompts, params, cid)
-        rid = rids[0]
-        created = int(time.time())
-        n = params.n
-
-        def lp_content(o_logprobs):
-            if o_logprobs is None:
-                return None
-            out = []
-            for lp in o_logprobs:
-                t = srv.token_text(lp.token_id)
-                out.append({"token": t, "logprob": lp.logprob, "bytes": list(t.encode()),
-                            "top_logprobs": [{"token": srv.token_text(i), "logprob": v,
-                                              "bytes": list(srv.token_text(i).encode())} for i, v in lp.top]})
-            return out
-
-        if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-
-            async def sse():
-                left = n
-                counts = [0] * n
-                splitters = [ReasoningStream(prompt_text) if srv.reasoning else None for _ in range(n)]
-                base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model_name}
-                try:
-                    for j in range(n):
-                        yield _sse({**base, "choices": [{"index": j, "delta": {"role": "assistant", "content": ""},
-                                                         "logprobs": None, "finish_reason": None}]})
-                    while left:
-                        o = await srv.next_output(q, None)
-                        counts[o.index] = o.num_output_tokens
-                        pieces = ([("content", o.text)] if splitters[o.index] is None
-                                  else splitters[o.index].feed(o.text, final=o.finished))
-                        delta: dict[str, str] = {}
-                        for kind, text in pieces:
-                            delta[kind] = delta.get(kind, "") + text
-                        lp = lp_content(o.logprobs) if body.logprobs else None
-                        if delta or o.finished or lp:
-                            yield _sse({**base, "choices": [{
-                                "index": o.index, "delta": delta, "logprobs": {"content": lp} if lp else None,
-                                "finish_reason": o.finish_reason if o.finished else None,
-                                "stop_reason": o.stop_reason if o.finished else None}]})
-                        left -= o.finished
-                    if include_usage:
-                        yield _sse({**base, "choices": [], "usage": _usage(prompts, {rid: counts})})
-                    yield "data: [DONE]\n\n"
-                    srv.metrics.count("/v1/chat/completions", 200)
-                except APIError as err:
-                    yield _sse(err.body())
-                finally:
-                    srv.runner.release(rid, abort=left > 0)
-
-            return StreamingResponse(sse(), media_type="text/event-stream")
-
-        texts = [""] * n
-        lps: list[list] = [[] for _ in range(n)]
-        finish: list[tuple[Any, Any]] = [(None, None)] * n
-        counts = [0] * n
-        left = n
-        try:
-            while left:
-                o = await srv.next_output(q, request)
-                texts[o.index] += o.text
-                if o.logprobs:
-                    lps[o.index].extend(o.logprobs)
-                counts[o.index] = o.num_output_tokens
-                if o.finished:
-                    finish[o.index] = (o.finish_reason, o.stop_reason)
-                    left -= 1
-        except ConnectionAbortedError:
-            return Response(status_code=499)
-        finally:
-            srv.runner.release(rid, abort=left > 0)
-        choices = []
-        for j in range(n):
-            msg: dict[str, Any] = {"role": "assistant", "content": texts[j]}
-            if srv.reasoning:
-                reasoning, content = split_answer(texts[j], prompt_text=prompt_text)
-                msg = {"role": "assistant", "content": content, "reasoning_content": reasoning}
-            choices.append({"index": j, "message": msg,
-                            "logprobs": {"content": lp_content(lps[j])} if body.logprobs else None,
-                            "finish_reason": finish[j][0], "stop_reason": finish[j][1]})
-        srv.metrics.count("/v1/chat/completions", 200)
-        return {"id": cid, "object": "chat.completion", "created": created, "model": model_name,
-                "choices": choices, "usage": _usage(prompts, {rid: counts})}
+        out = _Outputs(srv, f"chatcmpl-{uuid.uuid4().hex}", prompts, params.n, keep=not body.stream)
+        srv.submit_all(out, params)
+        return await _Chat(srv, out, body, prompt_text).respond(request)
 
     return app
 
 
 def _sse(obj: dict) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
-
-
-def _usage(prompts: list[list[int]], counts: dict[str, list[int]]) -> dict[str, int]:
-    p = sum(len(x) for x in prompts)
-    c = sum(sum(v) for v in counts.values())
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}

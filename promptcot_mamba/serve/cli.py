@@ -5,37 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-def add_engine_args(p: argparse.ArgumentParser) -> None:
-    """Engine options shared by `pcm serve`, `pcm generate` and `pcm chat`."""
-    p.add_argument("--model", required=True, help="a model folder as written by save_pretrained (with tokenizer.json)")
-    p.add_argument("--memory-budget", type=float, default=None, metavar="GB",
-                   help="memory for weights + prefix cache + all sequences; sets how many run at once")
-    p.add_argument("--max-slots", type=int, default=None,
-                   help="upper bound on concurrent sequences (default 64; with --memory-budget: what fits)")
-    p.add_argument("--max-queue", type=int, default=256, help="waiting requests beyond this get HTTP 429")
-    p.add_argument("--max-prompt-tokens", type=int, default=131072)
-    p.add_argument("--max-new-tokens", type=int, default=131072)
-    p.add_argument("--prefix-cache-gb", type=float, default=0.25)
-    p.add_argument("--dtype", default="auto", help="auto (the checkpoint's), float32, bfloat16")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--decode-step", default="direct", choices=["direct", "bucketed", "bucketed-triton"],
-                   help="bucketed: CUDA-graph decode per batch-size bucket (ssd/decode_graphs) on a GPU")
-
-
-def build_engine(args):
-    import torch
-
-    from promptcot_mamba.generate.engine import Engine, EngineConfig
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    slots = args.max_slots or (4096 if args.memory_budget else 64)
-    cfg = EngineConfig(max_slots=slots, memory_budget_gb=args.memory_budget, max_queue=args.max_queue,
-                       max_prompt_tokens=args.max_prompt_tokens, max_new_tokens=args.max_new_tokens,
-                       prefix_cache_gb=args.prefix_cache_gb, decode_step=args.decode_step)
-    return Engine.from_pretrained(args.model, cfg, dtype=args.dtype, device=args.device)
+from promptcot_mamba.generate.cli import add_engine_args, build_engine
 
 
 def register(sub: argparse._SubParsersAction) -> None:

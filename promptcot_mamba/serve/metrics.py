@@ -12,7 +12,7 @@ from collections import Counter
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from promptcot_mamba.generate.runner import EngineRunner
+from promptcot_mamba.serve.runner import EngineRunner
 
 
 class ServerMetrics:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from promptcot_mamba.generate.sampling import SamplingParams
+from promptcot_mamba.generate.sampling import SamplingError, SamplingParams
 
 MAX_N = 64
 MAX_STOP = 16
@@ -31,9 +31,9 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
-def validation_message(err: ValidationError | list[dict]) -> tuple[str, str | None]:
+def validation_message(err: ValidationError) -> tuple[str, str | None]:
     """A readable message (and the offending parameter) from pydantic's errors."""
-    errors = err.errors() if isinstance(err, ValidationError) else err
+    errors = err.errors()
     if not errors:
         return "invalid request", None
     first = errors[0]
@@ -124,8 +124,8 @@ class _Sampling(BaseModel):
                 stop=self.stops(), stop_token_ids=tuple(self.stop_token_ids or ()), ignore_eos=self.ignore_eos,
                 include_stop_str_in_output=self.include_stop_str_in_output, logprobs=logprobs,
                 skip_special_tokens=self.skip_special_tokens)
-        except ValueError as err:
-            raise APIError(400, str(err)) from None
+        except SamplingError as err:
+            raise APIError(400, str(err), param=err.param) from None
 
 
 class CompletionRequest(_Sampling):

@@ -7,18 +7,12 @@ import random
 import pytest
 import torch
 
+from promptcot_mamba.common.tolerances import SSD_TERMS, rtol
 from promptcot_mamba.generate import Engine, EngineConfig, EngineError, QueueFull, SamplingParams
 from promptcot_mamba.generate.tiny import build_tiny_model, build_tiny_tokenizer
+from promptcot_mamba.model.kernels import Kernels
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny ops gain nothing from threads, and on a shared, oversubscribed CPU an OpenMP region
-    # can stall for a whole scheduler slice (a 5 µs bmm took 28 ms with 2 threads under load).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 GREEDY = SamplingParams(max_tokens=24, temperature=0.0)
 
@@ -44,7 +38,8 @@ def prompts(tok, k, seed=0):
     return [tok.encode(" ".join(rng.choice(words) for _ in range(rng.randint(1, 40)))) for _ in range(k)]
 
 
-def test_batched_greedy_equals_alone_with_joins_and_leaves(model, tok):
+def test_batched_greedy_equals_alone_with_joins_and_leaves(model, tok, assert_greedy_equivalent,
+                                                           next_token_logits):
     ps = prompts(tok, 32)
     params = [SamplingParams(max_tokens=5 + 3 * (i % 7), temperature=0.0, ignore_eos=True) for i in range(32)]
     solo = engine(model, tok, max_slots=1)  # one request at a time: each runs alone
@@ -52,19 +47,30 @@ def test_batched_greedy_equals_alone_with_joins_and_leaves(model, tok):
     # 8 slots for 32 requests: requests queue, join as others finish; small prefill chunks interleave
     e = engine(model, tok, max_slots=8, prefill_chunk=16)
     batched = [r.samples[0].token_ids for r in e.generate(ps, params)]
-    assert batched == alone
+    # a decode step of 8 rows rounds differently from one of 1 row (another GEMM shape), so the tokens
+    # may part at a near-tie of the logits, which steps those are depending on the CPU
+    for i, (p, a, b) in enumerate(zip(ps, batched, alone)):
+        assert_greedy_equivalent(next_token_logits(model), p, a, b, what=f"request {i} batched vs alone")
     assert [len(t) for t in batched] == [q.max_tokens for q in params]
     assert e.num_running == 0 and not e.has_work()
 
 
-def test_decode_on_pool_matches_packed(model, tok):
+def test_decode_on_pool_matches_packed(model, tok, assert_greedy_equivalent, next_token_logits):
     ps = prompts(tok, 6, seed=3)
     a = engine(model, tok, max_slots=4).generate(ps, GREEDY)
     b = engine(model, tok, max_slots=4, decode_on_pool=True).generate(ps, GREEDY)
-    assert [r.samples[0].token_ids for r in a] == [r.samples[0].token_ids for r in b]
-    # the bucketed decoder of ssd/decode_graphs (CUDA graphs on a GPU, eager here) over the same pool
-    c = engine(model, tok, max_slots=4, decode_step="bucketed").generate(ps, GREEDY)
-    assert [r.samples[0].token_ids for r in a] == [r.samples[0].token_ids for r in c]
+    # the bucketed decoder of generate/decode_graphs (CUDA graphs on a GPU, eager here) over the same pool
+    model.kernels = Kernels(decode="bucketed")
+    try:
+        c = engine(model, tok, max_slots=4).generate(ps, GREEDY)
+    finally:
+        model.kernels = Kernels()
+    # the three step other numbers of rows (the active ones, the pool, a bucket): equal up to near-ties
+    logits_fn = next_token_logits(model)
+    for i, p in enumerate(ps):
+        ref = a[i].samples[0].token_ids
+        assert_greedy_equivalent(logits_fn, p, b[i].samples[0].token_ids, ref, what=f"pool {i}")
+        assert_greedy_equivalent(logits_fn, p, c[i].samples[0].token_ids, ref, what=f"bucketed {i}")
 
 
 def test_seed_reproducible_alone_and_batched(model, tok):
@@ -74,6 +80,10 @@ def test_seed_reproducible_alone_and_batched(model, tok):
     others = prompts(tok, 7, seed=5)
     mixed = [SamplingParams(max_tokens=20, temperature=0.7, seed=i) for i in range(7)]
     res = engine(model, tok).generate(others[:3] + [p] + others[3:], mixed[:3] + [sp] + mixed[3:])
+    # Batched, the row's logits round differently (by up to 3.3e-6 at max|logits| 9.2, measured here); a
+    # draw moves only if its uniform lies that close to a CDF or top_p boundary. Measured with the
+    # reference model, the nearest of these 19 decode-step draws needs a change of 1.1e-5·max|logits|,
+    # 30x that rounding, so this holds on any CPU without a tie check.
     assert res[3].samples[0].token_ids == alone
     other_seed = engine(model, tok).generate([p], SamplingParams(max_tokens=20, temperature=1.0, top_p=0.9,
                                                                   seed=99, ignore_eos=True))
@@ -85,10 +95,12 @@ def test_n_samples_use_seed_plus_index(model, tok):
     res = engine(model, tok).generate([p], SamplingParams(max_tokens=12, temperature=1.0, n=3, seed=7,
                                                            ignore_eos=True))[0]
     assert [s.seed for s in res.samples] == [7, 8, 9]
-    for s in res.samples:
-        one = engine(model, tok).generate([p], SamplingParams(max_tokens=12, temperature=1.0, seed=s.seed,
-                                                               ignore_eos=True))[0].samples[0]
-        assert one.token_ids == s.token_ids
+    # three requests with seeds 7, 8, 9 decode as the same three rows as the n = 3 request, so the
+    # logits are bit for bit the same and so are the draws (run alone, a row rounds differently, and
+    # sample 8 draws a uniform 1.2e-6 from a CDF boundary at step 6: it could move on another CPU)
+    ones = engine(model, tok).generate([p] * 3, [SamplingParams(max_tokens=12, temperature=1.0, seed=s.seed,
+                                                                ignore_eos=True) for s in res.samples])
+    assert [r.samples[0].token_ids for r in ones] == [s.token_ids for s in res.samples]
     assert len({tuple(s.token_ids) for s in res.samples}) > 1
 
 
@@ -141,6 +153,8 @@ def test_logprobs_match_model(model, tok):
     logits, _ = model.prefill(torch.tensor([p]))
     lp = torch.log_softmax(logits[0], -1)
     first = r.logprobs[0]
+    # the engine's first token comes from this same prefill call on the same ids: equal but for the
+    # engine's denormal flushing, so no cross-implementation tolerance is needed
     assert first.token_id == r.token_ids[0] == int(lp.argmax())
     assert first.logprob == pytest.approx(float(lp.max()), abs=1e-5)
     assert [t for t, _ in first.top] == lp.topk(3).indices.tolist()
@@ -160,10 +174,14 @@ def test_prefix_cache_hit_equals_recomputation(model, tok):
     assert hit.samples[0].token_ids == fresh.samples[0].token_ids
     # bit for bit: the same logprobs, not merely the same argmax
     assert [x.logprob for x in hit.samples[0].logprobs] == [x.logprob for x in fresh.samples[0].logprobs]
-    # and the segmented prefill agrees with one whole-prompt prefill up to float rounding
+    # and the segmented prefill agrees with one whole-prompt prefill (other segment ends: the scan sums in
+    # another order) up to the rounding of a whole-model value, relative to the logits' scale
     whole, _ = model.prefill(torch.tensor([b]))
-    assert hit.samples[0].logprobs[0].logprob == pytest.approx(float(torch.log_softmax(whole[0], -1).max()),
-                                                               abs=1e-4)
+    top = hit.samples[0].logprobs[0].top
+    got = torch.tensor([v for _, v in top])
+    want = torch.log_softmax(whole[0], -1)[[t for t, _ in top]]
+    err = float((got - want).abs().max())
+    assert err <= rtol(torch.float32, SSD_TERMS) * float(whole.abs().max()), err
 
 
 def test_prefix_cache_is_bounded_lru(model, tok):

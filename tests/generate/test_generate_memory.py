@@ -6,20 +6,11 @@ import gc
 import os
 
 import pytest
-import torch
 
 from promptcot_mamba.generate import Engine, EngineConfig, SamplingParams
 from promptcot_mamba.generate.tiny import build_tiny_model, build_tiny_tokenizer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny ops gain nothing from threads, and on a shared, oversubscribed CPU an OpenMP region
-    # can stall for a whole scheduler slice (a 5 µs bmm took 28 ms with 2 threads under load).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rss_bytes() -> int:

@@ -6,7 +6,6 @@ import json
 
 import httpx
 import pytest
-import torch
 from pcm_live_server import LiveServer
 
 from promptcot_mamba.generate import Engine, EngineConfig
@@ -75,15 +74,12 @@ BAD = [
 
 
 @pytest.fixture(scope="module")
-def server():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def server(one_thread):
     model = build_tiny_model()
     engine = Engine(model, model.tokenizer, EngineConfig(max_slots=4, max_prompt_tokens=256, max_new_tokens=4096))
     app = create_app(engine, model_name="tiny", max_body_bytes=256 * 1024)
     with LiveServer(app) as s:
         yield s
-    torch.set_num_threads(n)
 
 
 def test_at_least_20_kinds_of_bad_request():
@@ -111,3 +107,22 @@ def test_bad_request_is_4xx_with_message(server, name, method, path, body, statu
 def test_server_answers_after_all_bad_requests(server):
     r = httpx.post(server.url + CMPL, json={"prompt": "Let x be", "max_tokens": 4, "temperature": 0}, timeout=30)
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 4
+
+
+# requests the request models accept but the engine refuses: the body names the parameter the engine's
+# error names (EngineError.param), streamed or not, for both routes
+ENGINE_REFUSES = [
+    (CMPL, {"prompt": "x " * 400}, "prompt"),
+    (CMPL, {"prompt": [1, 2, 10**7]}, "prompt"),
+    (CMPL, {"prompt": "x", "max_tokens": 10**6}, "max_tokens"),
+    (CMPL, {"prompt": "x", "n": 5, "stream": True}, "n"),
+    (CMPL, {"prompt": "x", "stop_token_ids": [10**7]}, "stop_token_ids"),
+    (CHAT, {"messages": MSG, "max_tokens": 10**6, "stream": True}, "max_tokens"),
+]
+
+
+@pytest.mark.parametrize("path,body,param", ENGINE_REFUSES, ids=[f"{p} {b}"[:60] for p, b, _ in ENGINE_REFUSES])
+def test_engine_error_names_its_parameter(server, path, body, param):
+    r = httpx.post(server.url + path, json=body, timeout=30)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param, r.json()

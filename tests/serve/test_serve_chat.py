@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from promptcot_mamba.generate.chat import ReasoningStream, render_chat, split_answer
 from promptcot_mamba.generate.tiny import build_tiny_tokenizer
+from promptcot_mamba.serve.chat import ReasoningStream, render_chat, split_answer
 from promptcot_mamba.text.prompts import paper_prompt
 
 CASES = [

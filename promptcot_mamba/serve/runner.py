@@ -1,4 +1,4 @@
-"""The engine on its own thread, fanned out to asyncio consumers (the server).
+"""The engine on its own thread, fanned out to the server's asyncio handlers.
 
 One thread owns the model and loops `engine.step()`; requests arrive through the engine's
 thread-safe inbox and each step's outputs go back to the event loop in one `call_soon_threadsafe`
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from promptcot_mamba.generate.engine import Engine, SeqOutput
@@ -22,8 +22,6 @@ from promptcot_mamba.generate.sampling import SamplingParams
 class RunnerStats:
     tokens_per_s: float = 0.0  # generated tokens per second, smoothed over ~1 s windows
     generated_tokens: int = 0
-    finished_sequences: int = 0
-    aborted_sequences: int = 0
 
 
 class EngineRunner:
@@ -103,9 +101,6 @@ class EngineRunner:
             q = self._queues.get(o.request_id)
             if q is not None:
                 q.put_nowait(o)
-            if o.finished:
-                self.stats.finished_sequences += 1
-                self.stats.aborted_sequences += o.finish_reason == "abort"
 
     def _fail_all(self, message: str) -> None:
         for q in self._queues.values():
@@ -113,41 +108,22 @@ class EngineRunner:
 
     # ----------------------------------------------------------------------------------- requests
     def submit(self, prompt_ids: Sequence[int], params: SamplingParams, request_id: str,
-               queue: asyncio.Queue | None = None) -> asyncio.Queue:
-        """Queue a request (raises EngineError / QueueFull at once); its outputs go to `queue` (a new
-        one by default; several requests may share one). Call `release` when done with it."""
-        q: asyncio.Queue = queue if queue is not None else asyncio.Queue()
-        self._queues[request_id] = q
+               queue: asyncio.Queue) -> None:
+        """Queue a request (raises EngineError / QueueFull at once); its outputs go to `queue` (several
+        requests may share one). Call `release` when done with it."""
+        self._queues[request_id] = queue
         try:
             self.engine.add_request(prompt_ids, params, request_id)
         except BaseException:
             self._queues.pop(request_id, None)
             raise
         self._wake.set()
-        return q
 
     def release(self, request_id: str, *, abort: bool) -> None:
         """Stop routing a request's outputs; `abort` also cancels it (frees its slots next step)."""
         self._queues.pop(request_id, None)
         if abort:
             self.abort(request_id)
-
-    async def stream(self, prompt_ids: Sequence[int], params: SamplingParams,
-                     request_id: str) -> AsyncIterator[SeqOutput]:
-        """Outputs of one request as they come; aborts the request if the consumer stops early."""
-        q = self.submit(prompt_ids, params, request_id)
-        left = params.n
-        try:
-            while left:
-                o = await q.get()
-                if o is None:
-                    raise RuntimeError("the engine stopped before this request finished")
-                if isinstance(o, BaseException):
-                    raise o
-                left -= o.finished
-                yield o
-        finally:
-            self.release(request_id, abort=left > 0)
 
     def abort(self, request_id: str) -> None:
         self.engine.abort(request_id)
