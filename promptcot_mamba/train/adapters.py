@@ -1,10 +1,10 @@
 """Record schemas → (prompt, response): our SFT records and the three open datasets of the paper.
 
 Each adapter returns `Pair(prompt, response)` or raises `BadRecord(reason)`; the filter report
-counts reasons instead of crashing (issue 5). Field layouts follow the Hub dataset cards:
+counts reasons instead of crashing (one bad record must not stop a long run). Field layouts follow the Hub dataset cards:
 
-- `sft` (ours, /work/notes/iface.md §1): {"id", "prompt", "response", "source", "provenance"}.
-  Also accepted: {"prompt", "completion"} (the PromptCoT reference `train.py` layout).
+- `sft` (ours, docs/formats.md#sft-records): {"id", "prompt", "response", "source", "provenance"}.
+  Also accepted: {"prompt", "completion"} (the layout the PromptCoT authors' training code reads).
 - `openthoughts2` (open-thoughts/OpenThoughts2-1M): {"conversations": [{"from": "user"|"human",
   "value"}, {"from": "assistant"|"gpt", "value"}], "question", "source"}; `messages` with
   role/content (OpenThoughts3) is read too. The assistant turn holds `<think>…</think>` then the answer.
@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from promptcot_mamba.common.files import BAD
 from promptcot_mamba.text.prompts import MATH_SUFFIX
 
 
@@ -134,8 +135,8 @@ def detect_schema(rec: dict) -> str | None:
 
 def adapt(rec: dict, schema: str, options: dict | None = None) -> Pair:
     """One raw record → Pair, or BadRecord."""
-    if "__bad__" in rec:  # a reader's marker for an unparsable line
-        raise BadRecord("unparsable", rec["__bad__"])
+    if BAD in rec:  # a reader's marker for an unparsable line
+        raise BadRecord("unparsable", rec[BAD])
     if schema == "auto":
         found = detect_schema(rec)
         if found is None:

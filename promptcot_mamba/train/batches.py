@@ -1,8 +1,7 @@
 """Examples → rows → global batches → micro-batches, as a pure function of (seed, step).
 
 A row is one example, or with packing several examples laid end to end with document ids
-(`seq_idx`) so the Mamba-2 layers reset their SSM state and conv window at each document start
-(DESIGN.md). Because the batch of step s depends only on the seed and s, the data position of a
+(`seq_idx`) so the Mamba-2 layers reset their SSM state and conv window at each document start. Because the batch of step s depends only on the seed and s, the data position of a
 run is just its step count: resume needs nothing else, and every rank computes the same global
 batch and takes its own slice.
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from promptcot_mamba.common.files import atomic_write_json, fsync_dir
 from promptcot_mamba.train.parallel import Dist, barrier
 
 COMPLETE = "COMPLETE"
@@ -73,14 +74,14 @@ class CheckpointManager:
         barrier(self.d)
         if self.d.is_main:
             state = dict(trainer_state, step=step, scheduler=scheduler.state_dict(), world=self.d.world)
-            _write_json(tmp / "trainer.json", state)
-            _fsync_dir(tmp)
+            atomic_write_json(tmp / "trainer.json", state)
+            fsync_dir(tmp)
             (tmp / COMPLETE).write_text("ok\n")
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             if final.exists():  # a re-save of the same step (e.g. end of phase right after a periodic save)
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
             for old in self.complete()[:-self.keep]:
                 shutil.rmtree(old, ignore_errors=True)
         barrier(self.d)
@@ -97,7 +98,7 @@ class CheckpointManager:
             warnings.filterwarnings("ignore", message=".*single process.*")
             dcp.load(sd, checkpoint_id=str(path))
         set_state_dict(model, optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
-        state = json.loads((path / "trainer.json").read_text())
+        state = json.loads((path / "trainer.json").read_text(encoding="utf-8"))
         scheduler.load_state_dict(state["scheduler"])
         rng = path / f"rng-rank{self.d.rank}.pt"
         if rng.exists() and state.get("world") == self.d.world:
@@ -118,29 +119,3 @@ def _set_rng_state(s: dict) -> None:
     np.random.set_state(s["numpy"])
     if "cuda" in s and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s["cuda"])
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_json(path: str | Path, obj) -> None:
-    _write_json(Path(path), obj)

@@ -29,9 +29,8 @@ def register(subparsers) -> None:
 
 
 def _handler(args) -> int:
-    import yaml
-
-    from promptcot_mamba.train.recipe import Recipe, RecipeError, list_recipes
+    from promptcot_mamba.common.config import ConfigError, parse_override
+    from promptcot_mamba.train.recipe import Recipe, list_recipes
     from promptcot_mamba.train.runner import run_recipe
     from promptcot_mamba.train.sources import DataError
     from promptcot_mamba.train.trainer import TrainingError
@@ -45,13 +44,7 @@ def _handler(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         recipe = Recipe.from_yaml(args.recipe)
-        overrides = {}
-        for item in args.set:
-            if "=" not in item:
-                print(f"pcm train: --set {item!r}: expected KEY=VALUE", file=sys.stderr)
-                return 2
-            key, value = item.split("=", 1)
-            overrides[key] = yaml.safe_load(value)
+        overrides = dict(parse_override(item) for item in args.set)
         for key, value in (("run.device", args.device), ("run.micro_batch", args.micro_batch),
                            ("run.precision", args.precision)):
             if value is not None:
@@ -63,7 +56,7 @@ def _handler(args) -> int:
         out = args.out or f"runs/{recipe.name}"
         result = run_recipe(recipe, out, max_steps=args.max_steps, seed=args.seed,
                             progress=not args.no_progress)
-    except (RecipeError, DataError, TrainingError) as err:
+    except (ConfigError, DataError, TrainingError) as err:  # ConfigError includes RecipeError
         print(f"pcm train: {err}", file=sys.stderr)
         return 2
     for p in result.phases:

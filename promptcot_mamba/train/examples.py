@@ -1,9 +1,9 @@
 """Records → tokenized training examples: rendering, loss mask, length filter, mixture, report.
 
-Rendering (/work/notes/iface.md §1): `<|im_start|>user\\n{prompt}<|im_end|>\\n<|im_start|>assistant\\n`
+Rendering (docs/formats.md#prompt-layout): `<|im_start|>user\\n{prompt}<|im_end|>\\n<|im_start|>assistant\\n`
 is the prompt; `{response}<|im_end|>` (+ EOS when the tokenizer's EOS is another token) is the
-completion. The loss covers the completion and its closing tokens only, as the reference
-`train.py` (notes/promptcot_repo.md §1.7): the prompt is tokenized on its own and its tokens get
+completion. The loss covers the completion and its closing tokens only, as in the authors' training
+code (github.com/inclusionAI/PromptCoT): the prompt is tokenized on its own and its tokens get
 no label. At evaluation `paper_prompt` ends with "…assistant\\n<think>\\n", exactly where the
 training response continues after its opening "<think>\\n".
 """
@@ -35,7 +35,7 @@ class Example:
 
 @dataclass
 class FilterReport:
-    """What happened to every raw record of a phase, per dataset entry (issue 5: counted, not crashes)."""
+    """What happened to every raw record of a phase, per dataset entry (counted, never a crash: one bad record must not stop a long run)."""
 
     per_dataset: dict[str, Counter] = field(default_factory=dict)
 
@@ -61,14 +61,14 @@ class FilterReport:
 
 
 class Renderer:
-    """Pair → Example for one tokenizer (the ChatML turn layout of iface.md §1)."""
+    """Pair → Example for one tokenizer (the ChatML turn layout of docs/formats.md#prompt-layout)."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
         eos = tokenizer.eos_token_id
         im_end = tokenizer.token_to_id(IM_END)
         self.closing_text = IM_END
-        # EOS after <|im_end|> only when they are different tokens (iface.md §1)
+        # EOS after <|im_end|> only when they are different tokens (docs/formats.md#prompt-layout)
         self.extra_eos = [eos] if eos is not None and eos != im_end else []
 
     def prompt_text(self, prompt: str) -> str:
@@ -103,7 +103,7 @@ def load_dataset_examples(spec: DatasetSpec, renderer: Renderer, max_length: int
                 if drop_over_length or ex.n_prompt >= max_length - 1:
                     report.count(key, "over_length")
                     continue
-                ex = Example(ex.ids[:max_length], ex.n_prompt)  # right truncation, as the reference
+                ex = Example(ex.ids[:max_length], ex.n_prompt)  # right truncation, as the authors' code
                 report.count(key, "truncated")
             out.append(ex)
             report.count(key, "kept")

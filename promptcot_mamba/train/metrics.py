@@ -5,38 +5,23 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
+
+from promptcot_mamba.common.files import dumps_line, read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 
 
 def truncate_metrics(path: Path, keep) -> None:
     """Keep only the rows for which keep(row) is true (on resume: drop steps after the checkpoint,
-    so the file shows one curve). Rewritten atomically."""
-    if not path.exists():
-        return
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill
-        if keep(row):
-            rows.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(r + "\n" for r in rows))
-    os.replace(tmp, path)
+    so the file shows one curve). Rewritten atomically; a line cut by a kill is dropped."""
+    if path.exists():
+        write_jsonl(path, [row for row in read_metrics(path) if keep(row)])
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    out = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
+    """The rows of a metrics.jsonl (docs/formats.md#training-metrics); unreadable lines are skipped."""
+    return read_jsonl(path, on_bad="skip", torn_tail="parse")
 
 
 class MetricsLogger:
@@ -52,8 +37,8 @@ class MetricsLogger:
         if not enabled:
             return
         out_dir.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a", buffering=1)
-        self._events = open(out_dir / "events.jsonl", "a", buffering=1)
+        self._fh = open(self.path, "a", buffering=1, encoding="utf-8")
+        self._events = open(out_dir / "events.jsonl", "a", buffering=1, encoding="utf-8")
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -76,7 +61,7 @@ class MetricsLogger:
             return
         self._fh.close()
         truncate_metrics(self.path, keep)
-        self._fh = open(self.path, "a", buffering=1)
+        self._fh = open(self.path, "a", buffering=1, encoding="utf-8")
 
     def start_phase(self, name: str, total: int, initial: int, progress: bool) -> None:
         if not self.enabled or not progress:
@@ -89,7 +74,7 @@ class MetricsLogger:
     def log(self, row: dict) -> None:
         if not self.enabled:
             return
-        self._fh.write(json.dumps(row) + "\n")
+        self._fh.write(dumps_line(row))
         step = row["step"]
         if self._tb is not None:
             for k, v in row.items():

@@ -25,9 +25,6 @@ def round_vocab(n: int, multiple: int = 8) -> int:
     return -(-n // multiple) * multiple
 
 
-_round_vocab = round_vocab  # the demo imports this name
-
-
 def load_tokenizer(ref: str):
     """`builtin:bytes` or a folder with tokenizer.json (an error names the path when it is missing)."""
     if ref == "builtin:bytes":
@@ -83,11 +80,11 @@ def build_model(spec: ModelSpec, tokenizer, *, from_folder: str | Path | None = 
         else:
             try:
                 if isinstance(spec.config, str):
-                    cfg = named_config(spec.config, vocab_size=_round_vocab(vocab), **special)
+                    cfg = named_config(spec.config, vocab_size=round_vocab(vocab), **special)
                 else:
                     fields = dict(spec.config)
                     base = fields.pop("name", None)
-                    fields.setdefault("vocab_size", _round_vocab(vocab))
+                    fields.setdefault("vocab_size", round_vocab(vocab))
                     for k, v in special.items():
                         fields.setdefault(k, v)
                     cfg = named_config(base, **fields) if base else Mamba2Config.from_dict(fields, source="model.config")
@@ -108,7 +105,7 @@ def build_model(spec: ModelSpec, tokenizer, *, from_folder: str | Path | None = 
             if cls is None or not hasattr(cls, "config_class"):
                 raise RecipeError(f"model.architecture: transformers has no model class {spec.architecture!r}")
             fields = dict(spec.config or {})
-            fields.setdefault("vocab_size", _round_vocab(vocab))
+            fields.setdefault("vocab_size", round_vocab(vocab))
             for k, v in special.items():
                 fields.setdefault(k, v)
             fields.setdefault("use_cache", False)

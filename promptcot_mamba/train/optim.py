@@ -1,9 +1,9 @@
-"""AdamW and the warmup-then-constant learning rate of the paper (§3.4; notes/promptcot_repo.md §2.3).
+"""AdamW and the warmup-then-constant learning rate of the paper (§3.4).
 
-Weight decay follows the Hugging Face Trainer the reference run used: every matrix decays; biases,
-norm weights and the SSM parameters (A_log, D, dt_bias, marked `_no_weight_decay` by the model, the
-mamba_ssm convention) do not. Groups are decided by parameter name *before* any wrapping, because
-FSDP2 replaces parameters by DTensors and drops their attributes.
+Weight decay follows the Hugging Face Trainer, which the authors' training code uses: every matrix
+decays; biases, norm weights and the SSM parameters (A_log, D, dt_bias, marked `_no_weight_decay` by
+the model, the mamba_ssm convention) do not. Groups are decided by parameter name *before* any
+wrapping, because FSDP2 replaces parameters by DTensors and drops their attributes.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def lr_factor(step: int, spec: OptimizerSpec, total_steps: int) -> float:
     """Multiplier of spec.lr for optimizer step `step` (0-based).
 
     Warmup over `warmup_steps`: linear, (s+1)/W; or log, the shape of DeepSpeed's WarmupLR that the
-    reference run used, log(s+2)/log(W+1), offset by one so the first step already learns.
+    authors' DeepSpeed config uses, log(s+2)/log(W+1), offset by one so the first step already learns.
     Then constant (the paper), or a cosine/linear decay to min_lr_ratio for ablations.
     """
     W = spec.warmup_steps

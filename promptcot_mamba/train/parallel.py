@@ -1,22 +1,24 @@
 """Process group, devices and the `apply_*` functions that turn a pure model into a training one.
 
-torchtitan's order (STYLE.md): activation checkpointing → compile → FSDP2, each applied from
-outside to the model's repeated blocks. The primary distributed path is PyTorch FSDP2
-(`torch.distributed.fsdp.fully_shard`): it ships with torch (no extra dependency), runs under
-torchrun with NCCL on GPUs and gloo on CPUs (notes/environment.md), shards parameters, gradients
-and optimizer state, offers CPU offload, and its `reshard_after_forward=False` is the ZeRO-2
-layout of the reference DeepSpeed config (gradients and optimizer state sharded, parameters kept
-gathered between forward and backward). One process, one node of 8 and several nodes run the same
-code; only torchrun's environment differs.
+torchtitan's order (github.com/pytorch/torchtitan): activation checkpointing → compile → FSDP2,
+each applied from outside to the model's repeated blocks. The primary distributed path is PyTorch
+FSDP2 (`torch.distributed.fsdp.fully_shard`): it ships with torch (no extra dependency), runs under
+torchrun with NCCL on GPUs and gloo on CPUs, shards parameters, gradients and optimizer state,
+offers CPU offload, and its `reshard_after_forward=False` is the ZeRO-2 layout of the authors'
+DeepSpeed training (gradients and optimizer state sharded, parameters kept gathered between forward
+and backward). One process, one node of 8 and several nodes run the same code; only torchrun's
+environment differs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -85,14 +87,6 @@ def all_reduce_sum(t: torch.Tensor, d: Dist) -> torch.Tensor:
     return t
 
 
-def broadcast_object(obj, d: Dist):
-    if not d.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def resolve_precision(run: RunSpec, device: torch.device) -> torch.dtype:
     if run.precision == "bf16":
         return torch.bfloat16
@@ -140,9 +134,6 @@ def apply_fsdp(model: nn.Module, blocks: nn.ModuleList, *, param_dtype: torch.dt
     """
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
-    # a block also returns its final conv window and SSM state (views); training never writes to
-    # them in place, so FSDP2's warning about in-place ops on returned views does not apply
-    warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     kw = {"mp_policy": mp}
     if cpu_offload:
@@ -151,6 +142,17 @@ def apply_fsdp(model: nn.Module, blocks: nn.ModuleList, *, param_dtype: torch.dt
         fully_shard(block, reshard_after_forward=reshard_after_forward, **kw)
     fully_shard(model, reshard_after_forward=reshard_after_forward, **kw)
     return model
+
+
+@contextlib.contextmanager
+def fsdp_view_warning_ignored() -> Iterator[None]:
+    """Around a forward of an FSDP2 model: FSDP2 warns when a wrapped module returns a view tensor
+    (in-place writes to it would be lost). A block also returns its final conv window and SSM state
+    as views, which training never writes to, so the warning does not apply. The filter lives only
+    for the `with` body; the process's warning filters are restored after it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
+        yield
 
 
 def apply_ddp(model: nn.Module, d: Dist) -> nn.Module:

@@ -12,13 +12,14 @@ skips finished phases and resumes the current one from its last good checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from promptcot_mamba.train.checkpoint import atomic_write_json
+from promptcot_mamba.common.files import atomic_write_json
 from promptcot_mamba.train.metrics import MetricsLogger
 from promptcot_mamba.train.models import load_tokenizer
 from promptcot_mamba.train.parallel import barrier, init_distributed, shutdown
@@ -68,17 +69,21 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path, *, max_s
     preflight([(f"phases[{i}].datasets[{j}]", ds) for i, ph in enumerate(recipe.phases)
                for j, ds in enumerate(ph.datasets)])
     out = Path(out_dir)
-    d = init_distributed(recipe.run)
-    if recipe.run.threads is not None:
-        torch.set_num_threads(recipe.run.threads)
-    tokenizer = load_tokenizer(recipe.tokenizer)
-    logger = MetricsLogger(out, enabled=d.is_main, tensorboard=recipe.run.tensorboard, wandb=recipe.run.wandb,
-                           run_name=recipe.name, config=recipe.raw)
-    try:
+    with contextlib.ExitStack() as undo:  # run in reverse order on the way out, on error too
+        d = init_distributed(recipe.run)
+        undo.callback(shutdown, d)
+        if recipe.run.threads is not None:  # for this run only: the caller's setting comes back after
+            undo.callback(torch.set_num_threads, torch.get_num_threads())
+            torch.set_num_threads(recipe.run.threads)
+        tokenizer = load_tokenizer(recipe.tokenizer)
+        logger = MetricsLogger(out, enabled=d.is_main, tensorboard=recipe.run.tensorboard,
+                               wandb=recipe.run.wandb, run_name=recipe.name, config=recipe.raw)
+        undo.callback(logger.close)
+        run_info = {"recipe": recipe.raw, "source": recipe.source, "max_steps": max_steps, "seed": seed,
+                    "world": d.world}
         if d.is_main:
             out.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(out / "run.json", {"recipe": recipe.raw, "source": recipe.source,
-                                                 "max_steps": max_steps, "seed": seed, "world": d.world})
+            atomic_write_json(out / "run.json", run_info)
         barrier(d)
         trainer = PhaseTrainer(recipe, out, d, logger, tokenizer, max_steps=max_steps, seed=seed,
                                progress=progress)
@@ -93,10 +98,5 @@ def run_recipe(recipe: Recipe | dict | str | Path, out_dir: str | Path, *, max_s
             first_step += res.steps
         result = RunResult(out_dir=out, metrics_path=logger.path, phases=results)
         if d.is_main:
-            atomic_write_json(out / "run.json", {"recipe": recipe.raw, "source": recipe.source,
-                                                 "max_steps": max_steps, "seed": seed, "world": d.world,
-                                                 "result": result.to_dict()})
+            atomic_write_json(out / "run.json", {**run_info, "result": result.to_dict()})
         return result
-    finally:
-        logger.close()
-        shutdown(d)

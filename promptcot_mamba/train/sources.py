@@ -9,11 +9,11 @@ fails before any training starts.
 from __future__ import annotations
 
 import glob
-import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
 
+from promptcot_mamba.common.files import iter_jsonl
 from promptcot_mamba.text.prompts import MATH_SUFFIX
 from promptcot_mamba.train.recipe import DatasetSpec
 
@@ -75,24 +75,10 @@ def _files(spec: DatasetSpec, suffixes: tuple[str, ...]) -> list[Path]:
 
 
 def _read_jsonl(spec: DatasetSpec) -> Iterator[dict]:
+    # a broken line is a bad record, counted by the filter report, not a crash; a last line without
+    # its newline is read like any other (files written by other tools often end that way)
     for f in _files(spec, (".jsonl", ".json", ".jsonl.gz")):
-        opener = open
-        if f.name.endswith(".gz"):
-            import gzip
-
-            opener = gzip.open
-        with opener(f, "rt", encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as err:
-                    # a broken line is a bad record, counted by the filter report, not a crash
-                    yield {"__bad__": f"{f}:{lineno}: invalid JSON ({err.msg})"}
-                    continue
-                yield rec if isinstance(rec, dict) else {"__bad__": f"{f}:{lineno}: not a JSON object"}
+        yield from iter_jsonl(f, on_bad="mark", torn_tail="parse")
 
 
 def _read_parquet(spec: DatasetSpec) -> Iterator[dict]:

@@ -1,8 +1,9 @@
 """One phase of supervised fine-tuning: data → model → optimizer steps → checkpoints → HF export.
 
 Every phase runs through the same code; a phase differs from another only by its PhaseSpec (the
-curriculum is data, STYLE.md §14). The loss of an optimizer step is the mean next-token
-cross-entropy over every labelled token of its global batch (completion + closing tokens, §2.2):
+curriculum is data: a new curriculum is a new recipe, not new code). The loss of an optimizer step
+is the mean next-token cross-entropy over every labelled token of its global batch (completion +
+closing tokens, paper §2.2):
 each micro-batch contributes Σ token losses / (labelled tokens in the whole global batch), so the
 gradient is the same however the batch is split across micro-batches, processes or packed rows.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import shutil
 import time
 import warnings
@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
+from promptcot_mamba.common.files import atomic_write_json
 from promptcot_mamba.train.batches import BatchStream
-from promptcot_mamba.train.checkpoint import CheckpointManager, atomic_write_json
+from promptcot_mamba.train.checkpoint import CheckpointManager
 from promptcot_mamba.train.examples import build_phase_examples, steps_for
 from promptcot_mamba.train.metrics import MetricsLogger
 from promptcot_mamba.train.models import (
@@ -44,6 +45,7 @@ from promptcot_mamba.train.parallel import (
     apply_ddp,
     apply_fsdp,
     barrier,
+    fsdp_view_warning_ignored,
     full_state_dict,
     grad_norm_and_clip,
     peak_flops_guess,
@@ -95,7 +97,7 @@ class PhaseTrainer:
         pdir = phase_dir(self.out_dir, index, phase)
         done = pdir / "done.json"
         if done.exists():
-            res = PhaseResult(**json.loads(done.read_text()))
+            res = PhaseResult(**json.loads(done.read_text(encoding="utf-8")))
             log.info("phase %s already finished (%s)", phase.name, res.export_dir)
             return res
         pdir.mkdir(parents=True, exist_ok=True)
@@ -136,14 +138,15 @@ class PhaseTrainer:
             apply_compile(blocks)
         model = model.to(d.device)
         autocast = compute_dtype != torch.float32
-        if d.distributed and run.strategy == "fsdp2":
+        fsdp = d.distributed and run.strategy == "fsdp2"
+        if fsdp:
             model = apply_fsdp(model, blocks, param_dtype=compute_dtype, cpu_offload=run.cpu_offload,
                                reshard_after_forward=run.reshard_after_forward)
             autocast = False  # FSDP2's MixedPrecisionPolicy casts the parameters instead
         elif d.distributed and run.strategy == "ddp":
             model = apply_ddp(model, d)
-        optimizer = build_optimizer(model, phase.optimizer, no_decay,
-                                    fused=not (d.distributed and run.strategy == "fsdp2"))
+        optimizer = build_optimizer(model, phase.optimizer, no_decay, fused=not fsdp)
+        quiet = fsdp_view_warning_ignored if fsdp else contextlib.nullcontext  # entered per forward
         scheduler = build_scheduler(optimizer, phase.optimizer, total)
 
         # resume ----------------------------------------------------------------------------
@@ -184,7 +187,8 @@ class PhaseTrainer:
                 if d.distributed and run.strategy == "ddp" and i < len(micro) - 1:
                     sync = model.no_sync()
                 with sync:
-                    with torch.autocast(d.device.type, dtype=compute_dtype, enabled=autocast):
+                    with (quiet(),
+                          torch.autocast(d.device.type, dtype=compute_dtype, enabled=autocast)):
                         loss = model(*dev)  # Σ token losses of this micro-batch
                     (loss * scale).backward()
                 loss_sum += loss.detach()
@@ -251,10 +255,6 @@ class PhaseTrainer:
             self.logger.event({"event": "phase_end", "phase": phase.name, "export": str(export),
                                "final_loss": last_loss, "skipped_steps": skipped})
         barrier(d)
-        res = PhaseResult(**json.loads(done.read_text()))
+        res = PhaseResult(**json.loads(done.read_text(encoding="utf-8")))
         del model, lm, optimizer
         return res
-
-
-def _finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)

@@ -3,10 +3,13 @@ malformed recipe gets one clear error naming the field (exit code 2, no tracebac
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from promptcot_mamba.cli import main
 from promptcot_mamba.train.metrics import read_metrics
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_pcm_train_tiny_cpu_with_overrides(tmp_path, capsys):
@@ -49,3 +52,11 @@ def test_bf16_autocast_runs_on_cpu(tmp_path):
                  "max_length: 128, global_batch: 4, steps: 2}]"]) == 0
     rows = read_metrics(out / "metrics.jsonl")
     assert len(rows) == 2 and all(r["loss"] is not None and r["loss"] == r["loss"] for r in rows)
+
+
+def test_pcm_train_bad_override_is_one_clear_error(capsys):
+    assert main(["train", "tiny-cpu", "--set", "run.micro_batch"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+    assert main(["train", "tiny-cpu", "--set", "run.micro_bach=2"]) == 2
+    err = capsys.readouterr().err
+    assert "run.micro_bach: unknown field" in err and "Traceback" not in err

@@ -14,6 +14,8 @@ from promptcot_mamba.train.byte_tokenizer import byte_tokenizer
 from promptcot_mamba.train.examples import Renderer, build_phase_examples
 from promptcot_mamba.train.recipe import Recipe
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 OT2 = {"conversations": [{"from": "user", "value": "What is 2+2?"},
                          {"from": "assistant", "value": "<think>\n2+2=4\n</think>\n\n\\boxed{4}"}],
        "question": "What is 2+2?", "source": "ai2-adapt-dev/openmath-2-math"}
@@ -95,7 +97,7 @@ def test_bad_records_are_counted_not_crashes(tmp_path):
     assert t["records"] == 7 and t["kept"] == 2 and t["missing_prompt"] == 1 and t["empty_completion"] == 1
     assert t["over_length"] == 1 and t["unparsable"] == 2
     assert "over_length" in report.summary()
-    # truncation instead of dropping, as the reference script does
+    # truncation instead of dropping, as the authors' training code does
     raw["phases"][0]["drop_over_length"] = False
     examples, report = build_phase_examples(Recipe.from_dict(raw).phases[0], byte_tokenizer(), 0)
     assert report.totals["truncated"] == 1 and max(len(e.ids) for e in examples) == 128

@@ -13,7 +13,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from promptcot_mamba.common.tolerances import SSD_TERMS, assert_close
 from promptcot_mamba.train.metrics import read_metrics
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,16 +54,22 @@ def test_two_gloo_processes_match_one(tmp_path, strategy):
     b = read_metrics(tmp_path / "two" / "metrics.jsonl")
     assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 13))
     for x, y in zip(a, b):
-        assert y["loss"] == pytest.approx(x["loss"], rel=1e-5), (x["step"], x["loss"], y["loss"])
-        assert y["grad_norm"] == pytest.approx(x["grad_norm"], rel=1e-4)
+        # the same values summed in another order (per rank, then across ranks): whole-model values at
+        # test sizes (measured: loss 1.2e-7, grad norm 6.9e-7 relative)
+        for key in ("loss", "grad_norm"):
+            assert_close(torch.tensor(y[key]), torch.tensor(x[key]), reductions=SSD_TERMS,
+                         what=f"step {x['step']} {key}")
         assert y["tokens"] == x["tokens"] and y["loss_tokens"] == x["loss_tokens"]
     for phase in ("01-one", "02-two"):
         wa = load_file(tmp_path / "one" / "phases" / phase / "hf" / "model.safetensors")
         wb = load_file(tmp_path / "two" / "phases" / phase / "hf" / "model.safetensors")
         assert wa.keys() == wb.keys()
         for k in wa:
-            # Gradient accumulation in one process and reduce-scatter over two sum in different orders;
-            # Adam turns those last-bit differences into update differences where gradients are near
-            # zero. Largest weight difference after the packed phase (updates ~3e-3 a step): 7.6e-6 with
-            # the autograd conv/scan backwards, 1.6e-5 with the hand-written ones (b1c9d5c, a4548e7).
+            # Not the tolerance rule of common/tolerances.py, which bounds a value's own rounding: gradient
+            # accumulation in one process and reduce-scatter over two sum in different orders, and Adam
+            # divides each update by ~|gradient|, so where a gradient nearly cancels, its last-bit
+            # difference becomes an update difference of up to a good part of the step (lr 3e-3) and stays
+            # in the weight. The bound is measured: largest weight difference after the packed phase 7.6e-6
+            # with the autograd conv/scan backwards, 1.6e-5 with the hand-written ones (commits b1c9d5c,
+            # a4548e7), 5.4e-6 (ddp) and 4.3e-6 (fsdp2) in a later run.
             torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=5e-5)

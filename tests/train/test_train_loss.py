@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from promptcot_mamba.common.tolerances import SSD_TERMS, assert_close
 from promptcot_mamba.model.lm import Mamba2LM
 from promptcot_mamba.train.adapters import Pair
 from promptcot_mamba.train.batches import IGNORE, BatchStream
@@ -11,6 +13,8 @@ from promptcot_mamba.train.byte_tokenizer import byte_tokenizer
 from promptcot_mamba.train.examples import Renderer
 from promptcot_mamba.train.models import SFTObjective, build_model, logits_of, token_losses
 from promptcot_mamba.train.recipe import ModelSpec
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _examples(n=6):
@@ -64,9 +68,11 @@ def test_packed_training_equals_unpacked():
     # the same six examples: unpacked as two padded micro-batches, packed as its rows in one
     loss_u, grads_u = _grads_and_loss(model, unpacked, [[[0], [1], [2]], [[3], [4], [5]]])
     loss_p, grads_p = _grads_and_loss(model, packed, [rows_p])
-    assert abs(loss_u - loss_p) < 1e-5 * abs(loss_u)
+    # the same tokens, summed in another order: a gradient sums over every token of the batch, each of
+    # which went through the SSD scan, so the SSD forms' reduction count bounds the difference
+    assert_close(torch.tensor(loss_p), torch.tensor(loss_u), reductions=SSD_TERMS, what="loss")
     for name, g in grads_u.items():
-        torch.testing.assert_close(grads_p[name], g, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+        assert_close(grads_p[name], g, reductions=SSD_TERMS, what=name)
 
 
 def test_packed_documents_do_not_see_each_other():
@@ -79,7 +85,7 @@ def test_packed_documents_do_not_see_each_other():
         both = logits_of(model, mb, True)
         single = logits_of(model, alone, True)
     n0 = len(exs[0].ids) - 1
-    torch.testing.assert_close(both[0, n0: n0 + single.shape[1]], single[0], rtol=1e-4, atol=1e-5)
+    assert_close(both[0, n0: n0 + single.shape[1]], single[0], reductions=SSD_TERMS)
 
 
 def test_objective_runs_the_head_only_where_labels_are_and_matches_full_logits():
@@ -92,11 +98,15 @@ def test_objective_runs_the_head_only_where_labels_are_and_matches_full_logits()
         assert mb.label_index.numel() == mb.n_loss == s.loss_tokens(s.global_batch_rows(0))
         full = token_losses(logits_of(model, mb, True), mb.labels)
         fast = obj(mb.input_ids, mb.labels, mb.seq_idx, mb.label_index)
-        torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
+        assert_close(fast, full, reductions=SSD_TERMS)
         g_full = torch.autograd.grad(full, list(model.parameters()), allow_unused=True)
         g_fast = torch.autograd.grad(fast, list(model.parameters()), allow_unused=True)
-        for a, b in zip(g_full, g_fast):
-            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+        # compared scale-relative: an elementwise atol=1e-6 failed on another CPU at 2.4e-6 (an entry
+        # that is a near-cancelling sum over the batch's tokens)
+        for (name, _), a, b in zip(model.named_parameters(), g_full, g_fast):
+            assert (a is None) == (b is None), name
+            if a is not None:
+                assert_close(b, a, reductions=SSD_TERMS, what=name)
 
 
 def test_activation_checkpointing_gives_the_same_gradients():
@@ -116,5 +126,5 @@ def test_activation_checkpointing_gives_the_same_gradients():
         grads.append([p.grad.clone() for p in model.parameters()])
         if ac:  # names and state-dict keys are untouched by the wrapping
             assert set(model.state_dict()) == set(_model(tok).state_dict())
-    for a, b in zip(*grads):
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
+    for a, b in zip(*grads):  # the recomputed forward runs the same ops
+        assert_close(b, a, reductions=SSD_TERMS)

@@ -12,6 +12,8 @@ from promptcot_mamba.model.lm import Mamba2LM
 from promptcot_mamba.train.optim import build_optimizer, build_scheduler, lr_factor, no_decay_names
 from promptcot_mamba.train.recipe import OptimizerSpec
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_weight_decay_groups_survive_wrappers():
     model = Mamba2LM("tiny")

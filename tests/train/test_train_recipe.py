@@ -9,6 +9,8 @@ from promptcot_mamba.train import Recipe, RecipeError, list_recipes, run_recipe
 from promptcot_mamba.train.recipe import RECIPES_DIR
 from promptcot_mamba.train.sources import DataError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def base() -> dict:
     return {
@@ -130,3 +132,94 @@ def test_relative_paths_keep_their_base_through_overrides(tmp_path):
     assert r.phases[0].datasets[0].path == str(tmp_path / "d.jsonl")
     r2 = r.with_overrides({"run.micro_batch": 2})
     assert r2.phases[0].datasets[0].path == str(tmp_path / "d.jsonl")
+
+
+def test_recipe_error_is_a_config_error():
+    from promptcot_mamba.common.config import ConfigError
+
+    assert issubclass(RecipeError, ConfigError) and issubclass(RecipeError, ValueError)
+
+
+def test_override_of_an_unknown_field_names_it():
+    r = Recipe.from_dict(base())
+    with pytest.raises(RecipeError) as info:
+        r.with_overrides({"run.micro_bach": 2})
+    assert "recipe 't'" in str(info.value) and "run.micro_bach: unknown field" in str(info.value)
+    assert "micro_batch" in str(info.value)  # the allowed fields are listed
+    with pytest.raises(RecipeError, match="no list item '3'"):
+        r.with_overrides({"phases.3.steps": 1})
+    # the `pcm train --set` form: values read as YAML
+    r2 = r.with_overrides(["phases.0.optimizer.lr=5e-6", "run.activation_checkpointing=true"])
+    assert r2.phases[0].optimizer.lr == 5e-6 and r2.run.activation_checkpointing is True
+
+
+def test_yaml_1_1_float_strings_load_and_bools_are_not_numbers(tmp_path):
+    f = tmp_path / "r.yaml"
+    raw = base()
+    raw["optimizer"] = {"lr": "5e-6", "eps": "1e-8"}  # what PyYAML returns for `lr: 5e-6`
+    f.write_text(yaml.safe_dump(raw).replace("'5e-6'", "5e-6").replace("'1e-8'", "1e-8"))
+    assert yaml.safe_load(f.read_text())["optimizer"]["lr"] == "5e-6"  # a string to PyYAML
+    r = Recipe.from_yaml(f)
+    assert r.phases[0].optimizer.lr == 5e-6 and r.phases[0].optimizer.eps == 1e-8
+    for key, value in (("run.micro_batch", True), ("optimizer.lr", True), ("run.progress", "yes"),
+                       ("optimizer.lr", "fast")):
+        with pytest.raises(RecipeError, match=key.replace(".", r"\.")):
+            r.with_overrides({key: value})
+
+
+def test_defaults_are_written_once():
+    from promptcot_mamba.train.recipe import OptimizerSpec, RunSpec
+
+    raw = base()
+    del raw["optimizer"]
+    r = Recipe.from_dict(raw)
+    assert r.phases[0].optimizer == OptimizerSpec() == r.optimizer
+    assert r.run == RunSpec()
+    # a YAML section left empty (`run:` / `optimizer:`) means all defaults
+    raw.update(run=None, optimizer=None)
+    assert Recipe.from_dict(raw).run == RunSpec()
+    # epochs is 1.0 unless steps is given
+    raw = base()
+    del raw["phases"][0]["steps"]
+    assert Recipe.from_dict(raw).phases[0].epochs == 1.0
+    assert Recipe.from_dict(base()).phases[0].epochs is None
+
+
+def test_phase_optimizer_fields_override_only_what_they_name():
+    raw = base()
+    raw["optimizer"].update(betas=[0.8, 0.9], warmup="log")
+    raw["phases"].append({"name": "b", "datasets": [{"kind": "synthetic"}], "max_length": 64,
+                          "optimizer": {"lr": 2e-3, "betas": ["0.5", "0.6"]}})
+    a, b = Recipe.from_dict(raw).phases
+    assert (a.optimizer.lr, a.optimizer.betas, a.optimizer.warmup) == (1e-3, (0.8, 0.9), "log")
+    assert (b.optimizer.lr, b.optimizer.betas, b.optimizer.warmup) == (2e-3, (0.5, 0.6), "log")
+    assert b.optimizer.warmup_steps == 2
+
+
+def test_shorthand_model_and_tokenizer_defaults(tmp_path):
+    raw = base()
+    raw["model"] = "tiny"
+    assert Recipe.from_dict(raw).model.config == "tiny"
+    # no tokenizer: the model's checkpoint folder (a Hub id stays a Hub id)
+    raw.pop("tokenizer")
+    raw["model"] = {"kind": "mamba2", "path": "org/some-model"}
+    assert Recipe.from_dict(raw, base_dir=tmp_path).tokenizer == "org/some-model"
+    (tmp_path / "ckpt").mkdir()
+    raw["model"] = {"path": "ckpt"}
+    r = Recipe.from_dict(raw, base_dir=tmp_path)
+    assert r.model.path == r.tokenizer == str(tmp_path / "ckpt")
+    raw["tokenizer"] = "builtin:words"
+    with pytest.raises(RecipeError, match="tokenizer: unknown built-in tokenizer"):
+        Recipe.from_dict(raw)
+
+
+def test_errors_from_a_file_name_the_file(tmp_path):
+    raw = base()
+    raw["run"] = {"micro_batch": 0}
+    f = tmp_path / "r.yaml"
+    f.write_text(yaml.safe_dump(raw))
+    with pytest.raises(RecipeError) as info:
+        Recipe.from_yaml(f)
+    assert str(info.value).startswith(f"recipe 't' ({f}): run.micro_batch:")
+    with pytest.raises(RecipeError, match="not a shipped recipe"):
+        Recipe.from_yaml("no-such-recipe")

@@ -14,6 +14,8 @@ from promptcot_mamba.train import trainer as trainer_mod
 from promptcot_mamba.train.metrics import read_metrics
 from promptcot_mamba.train.trainer import TrainingError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def tiny_recipe(steps=(120, 30), model=None, **run) -> dict:
     phases = [{"name": "init", "datasets": [{"kind": "synthetic", "task": "arithmetic", "n": 512, "seed": 1,
@@ -110,3 +112,41 @@ def test_non_finite_steps_are_skipped_counted_and_bounded(tmp_path, monkeypatch)
         run_recipe(tiny_recipe(steps=(8,), max_bad_steps=3), tmp_path / "inf", progress=False)
     events = [json.loads(x) for x in (tmp_path / "inf" / "events.jsonl").read_text().splitlines()]
     assert events[0]["event"] == "data"
+
+
+def test_run_threads_and_warning_filters_do_not_outlive_the_run(tmp_path, monkeypatch):
+    import warnings
+
+    seen = []
+    real_build = trainer_mod.build_model
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_mod, "build_model", spy)
+    before = torch.get_num_threads()
+    run_recipe(tiny_recipe(steps=(2,), threads=before + 1), tmp_path / "run", progress=False)
+    assert seen == [before + 1]  # run.threads holds during the run ...
+    assert torch.get_num_threads() == before  # ... and only then
+    # the trainer's own filters (third-party modules imported on the way may add theirs at import)
+    ours = [f for f in warnings.filters if f[1] is not None and
+            any(s in f[1].pattern for s in ("FSDP2", "lr_scheduler", "single process"))]
+    assert not ours
+
+
+def test_fsdp_view_warning_is_ignored_only_inside_the_block():
+    import warnings
+
+    from promptcot_mamba.train.parallel import fsdp_view_warning_ignored
+
+    msg = "FSDP2-wrapped module (Mamba2Block) returned a view tensor. An in-place op ..."
+    filters = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with fsdp_view_warning_ignored():
+            warnings.warn(msg, UserWarning, stacklevel=1)
+            warnings.warn("another warning", UserWarning, stacklevel=1)
+        warnings.warn(msg, UserWarning, stacklevel=1)
+    assert [str(w.message)[:14] for w in seen] == ["another warnin", "FSDP2-wrapped "]
+    assert warnings.filters == filters
