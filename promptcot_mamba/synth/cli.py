@@ -1,6 +1,6 @@
 """`pcm synth …`: thin commands over synth.stages / synth.pipeline.
 
-  pcm synth run CONFIG [--out DIR]              the whole chain; SFT pairs in DIR/sft.jsonl
+  pcm synth run CONFIG [--out DIR] [--set K=V]  the whole chain; SFT pairs in DIR/sft.jsonl
   pcm synth STAGE IN OUT [--config CONFIG]      one stage (concepts, concept_stats, combos, problems,
                                                 judge, dedup, decontam, solutions, export)
   pcm synth configs                             list the shipped configs
@@ -15,36 +15,38 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
+from promptcot_mamba.common.config import parse_override
 from promptcot_mamba.synth.stages import STAGES
 
 
 def _config(args):
+    """The config named on the command line with its `--set` overrides, then the shortcut flags."""
     from promptcot_mamba.synth.config import SynthConfig
 
-    cfg = SynthConfig.from_yaml(args.config) if args.config else SynthConfig()
+    sets: dict = dict(parse_override(o) for o in args.set)
     if getattr(args, "base_url", None):
-        cfg.endpoint.base_url = args.base_url
+        sets["endpoint.base_url"] = args.base_url
     if getattr(args, "model", None):
-        m = cfg.models
-        m.extractor = m.generator = m.teacher = args.model
-        m.judges = [args.model]
+        sets.update({f"models.{role}": args.model for role in ("extractor", "generator", "teacher")})
+        sets["models.judges"] = [args.model]
     if getattr(args, "limit", None):
-        cfg.seeds.limit = args.limit
+        sets["seeds.limit"] = args.limit
     if getattr(args, "num_problems", None):
-        cfg.sampling.num_problems = args.num_problems
+        sets["sampling.num_problems"] = args.num_problems
     if getattr(args, "seed", None) is not None:
-        cfg.seed = args.seed
-    return cfg
+        sets["seed"] = args.seed
+    if args.config:
+        return SynthConfig.from_yaml(args.config, overrides=sets)
+    return SynthConfig.from_dict({}, where="defaults", overrides=sets)
 
 
 def _clients(args, cfg):
     kind = args.client
     if kind == "openai":
-        from promptcot_mamba.synth.pipeline import clients_from_config
+        from promptcot_mamba.synth.stages import Clients
 
-        return clients_from_config(cfg)
+        return Clients.from_config(cfg)
     if kind == "scripted":
         from promptcot_mamba.synth.scripted import ScriptedSynthClient
 
@@ -66,6 +68,10 @@ def _common(p: argparse.ArgumentParser, config_required: bool) -> None:
     p.add_argument("--base-url", help="OpenAI-compatible endpoint (default: config, then OPENAI_BASE_URL)")
     p.add_argument("--model", help="model name for every role")
     p.add_argument("--seed", type=int, help="run seed (default: config)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config setting by its dotted path, the value read as YAML; repeatable "
+                        "(e.g. --set teacher.k=2 --set models.judges='[a, b]'); the named flags (--seed, "
+                        "--model, ...) win over a --set of the same setting")
     p.add_argument("--force", action="store_true", help="redo finished stages made with other settings")
     p.add_argument("--retry-failed", action="store_true", help="re-run records that failed last time")
     p.add_argument("--no-progress", action="store_true")
@@ -99,20 +105,19 @@ def register(subparsers) -> None:
 
 
 def _configs(args) -> int:
-    from promptcot_mamba.synth.config import shipped_configs
+    from promptcot_mamba.synth.config import SHIPPED
 
-    d = Path(__file__).with_name("configs")
-    for name in shipped_configs():
-        print(f"{name:<12} {d / (name + '.yaml')}")
+    for name in SHIPPED.names():
+        print(f"{name:<12} {SHIPPED.find(name)}")
     return 0
 
 
 def _stage(args) -> int:
-    from promptcot_mamba.synth.stages import LLM_STAGES, StaleOutputError, run_stage
+    from promptcot_mamba.synth.stages import StaleOutputError, run_stage, spec
 
-    cfg = _config(args)
-    clients = _clients(args, cfg) if args.stage in LLM_STAGES else None
     try:
+        cfg = _config(args)
+        clients = _clients(args, cfg) if spec(args.stage).llm else None
         man = run_stage(args.stage, args.input, args.output, clients, cfg, progress=not args.no_progress,
                         force=args.force, retry_failed=args.retry_failed)
     except (StaleOutputError, FileNotFoundError, ValueError) as err:
@@ -126,10 +131,10 @@ def _run(args) -> int:
     from promptcot_mamba.synth.pipeline import run_pipeline
     from promptcot_mamba.synth.stages import StaleOutputError
 
-    cfg = _config(args)
-    clients = _clients(args, cfg)
     stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
     try:
+        cfg = _config(args)
+        clients = _clients(args, cfg)
         res = run_pipeline(cfg, clients, args.out, seeds_path=args.seeds, stages=stages,
                            progress=not args.no_progress, force=args.force, retry_failed=args.retry_failed)
     except (StaleOutputError, FileNotFoundError, ValueError) as err:

@@ -1,146 +1,134 @@
-"""Typed, validated configuration of a synthesis run (one dataclass per stage, one place per knob).
+"""Typed, validated configuration of a synthesis run: one section per stage, one place per knob.
 
-A YAML/dict config mirrors these classes section by section; unknown keys are errors (a typo must
-not silently fall back to a default). The shipped configs (synth/configs/*.yaml) reproduce the
-paper's math and code settings (notes §1.2–1.5).
+A YAML file or dict mirrors these classes section by section and is validated by the shared
+mechanism of common/config.py: every default lives on its field, and an unknown key or a bad value
+is an error naming the field path and the file (a typo must not fall back to a default silently).
+The shipped configs (synth/configs/*.yaml) reproduce the settings of the PromptCoT reference scripts
+(github.com/inclusionAI/PromptCoT) for math and code.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field, model_validator
+
+from promptcot_mamba.common.config import (
+    ConfigModel,
+    Fraction,
+    Int,
+    NonNegFloat,
+    NonNegInt,
+    PosFloat,
+    PosInt,
+    Shipped,
+    apply_overrides,
+    load_config,
+    validate_config,
+)
 from promptcot_mamba.synth.prompts import CODE_LEVELS, MATH_LEVELS
 
-KEEP_POLICIES = ("all_perfect", "any_perfect_no_bad", "majority_perfect", "no_bad", "keep_all")
+SHIPPED = Shipped(Path(__file__).with_name("configs"), "synthesis config")
 
 
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ValueError(msg)
-
-
-@dataclass
-class EndpointConfig:
-    """An OpenAI-compatible endpoint; base_url/api_key fall back to OPENAI_BASE_URL/OPENAI_API_KEY."""
+class EndpointConfig(ConfigModel):
+    """An OpenAI-compatible endpoint; base_url/api_key fall back to OPENAI_BASE_URL/$api_key_env."""
 
     base_url: str | None = None
-    api_key: str | None = None
+    api_key: str | None = Field(None, repr=False)  # never written to manifests (SynthConfig.to_dict)
     api_key_env: str = "OPENAI_API_KEY"
-    max_concurrency: int = 32
-    timeout_s: float = 600.0
-    max_retries: int = 4
+    max_concurrency: PosInt = 32
+    timeout_s: PosFloat = 600.0
+    max_retries: NonNegInt = 4
 
 
-@dataclass
-class ModelsConfig:
+class ModelsConfig(ConfigModel):
     """Model names per role (sent as `model` to the endpoint). None: the endpoint's first model."""
 
     extractor: str | None = None
     generator: str | None = None
-    judges: list[str | None] = field(default_factory=lambda: [None])
+    judges: list[str | None] = [None]
     teacher: str | None = None
     tests: str | None = None  # writes code test inputs; default: the teacher
 
 
-@dataclass
-class SeedsConfig:
+class SeedsConfig(ConfigModel):
     path: str = "seeds/math_train_rllm.jsonl"  # relative paths resolve against PCM_BENCHMARK_DIR
     field: str = "problem"
-    limit: int | None = None
+    limit: NonNegInt | None = None  # 0 or None: every seed
 
 
-@dataclass
-class ConceptsConfig:
-    num_concepts: int = 5
-    max_tokens: int = 1024
-    temperature: float = 0.0
-    parse_retries: int = 2
+class ConceptsConfig(ConfigModel):
+    num_concepts: Int = Field(5, ge=2)
+    max_tokens: PosInt = 1024
+    temperature: NonNegFloat = 0.0
+    parse_retries: NonNegInt = 2
     few_shot: bool = False  # one worked example as a prior turn (small models; prompts.example_turns)
 
-    def __post_init__(self) -> None:
-        _check(self.num_concepts >= 2, "concepts.num_concepts must be >= 2")
+
+class EmbeddingsConfig(ConfigModel):
+    backend: Literal["minilm", "hashing"] = "minilm"  # minilm: real sentence embeddings; hashing: fallback
+    dim: PosInt = 256  # hashing only
 
 
-@dataclass
-class EmbeddingsConfig:
-    backend: str = "minilm"  # minilm (real sentence embeddings) | hashing (explicit fallback)
-    dim: int = 256  # hashing only
+class ComboSamplingConfig(ConfigModel):
+    """The concept-combination sampler (YAML section `sampling`)."""
 
-    def __post_init__(self) -> None:
-        _check(self.backend in ("minilm", "hashing"), f"embeddings.backend must be minilm|hashing, got {self.backend!r}")
-
-
-@dataclass
-class SamplingConfig:
-    num_problems: int = 1000
-    size: int = 5
-    temperature: float = 0.2
+    num_problems: PosInt = 1000
+    size: PosInt = 5
+    temperature: PosFloat = 0.2
     levels: list[str] | None = None  # None: the domain's levels
 
-    def __post_init__(self) -> None:
-        _check(self.num_problems >= 1, "sampling.num_problems must be >= 1")
-        _check(self.size >= 1, "sampling.size must be >= 1")
-        _check(self.temperature > 0, "sampling.temperature must be > 0")
 
-
-@dataclass
-class ProblemsConfig:
-    prompt_style: str = "instruct"  # instruct (chat + format instructions) | paper (raw concept prompt)
-    max_tokens: int = 4096
-    temperature: float = 0.6
-    top_p: float = 1.0
-    parse_retries: int = 1
+class ProblemsConfig(ConfigModel):
+    prompt_style: Literal["instruct", "paper"] = "instruct"  # instruct: chat + format; paper: raw concept prompt
+    max_tokens: PosInt = 4096
+    temperature: NonNegFloat = 0.6
+    top_p: PosFloat = Field(1.0, le=1)
+    parse_retries: NonNegInt = 1
     few_shot: bool = False  # instruct style: one worked example as a prior turn
     prefill: bool = False  # instruct style: the reply starts with the rationale marker (assistant prefill)
 
-    def __post_init__(self) -> None:
-        _check(self.prompt_style in ("instruct", "paper"), "problems.prompt_style must be instruct|paper")
 
-
-@dataclass
-class JudgeConfig:
-    keep_policy: str = "all_perfect"  # keep_all: judge and record, filter nothing (unparsable verdicts too)
-    max_tokens: int = 2048
-    temperature: float = 0.6
-    parse_retries: int = 1
+class JudgeConfig(ConfigModel):
+    # all_perfect: the reference's filter (every judge says "perfect"); keep_all: judge and record,
+    # filter nothing (unparsable verdicts too)
+    keep_policy: Literal["all_perfect", "any_perfect_no_bad", "majority_perfect", "no_bad",
+                         "keep_all"] = "all_perfect"
+    max_tokens: PosInt = 2048
+    temperature: NonNegFloat = 0.6
+    parse_retries: NonNegInt = 1
     few_shot: bool = False  # one worked judgement as a prior turn (small models)
     prefill: bool = False  # the reply starts with the first criterion's name ("FORMAT:")
 
-    def __post_init__(self) -> None:
-        _check(self.keep_policy in KEEP_POLICIES, f"judge.keep_policy must be one of {KEEP_POLICIES}")
 
-
-@dataclass
-class DedupConfig:
-    threshold: float = 0.7
-    num_perm: int = 128
-    min_word_len: int = 1
+class DedupConfig(ConfigModel):
+    threshold: PosFloat = Field(0.7, lt=1)
+    num_perm: Int = Field(128, ge=16)
+    min_word_len: PosInt = 1
     drop_numeric: bool = False
 
 
-@dataclass
-class DecontamConfig:
+class DecontamConfig(ConfigModel):
     benchmark_dir: str | None = None  # None: $PCM_BENCHMARK_DIR
-    ngram: int = 8
-    threshold: float = 0.5
+    ngram: Int = Field(8, ge=3)
+    threshold: PosFloat = Field(0.5, le=1)
 
 
-@dataclass
-class TeacherConfig:
-    k: int = 4
-    mode: str = "completion"  # completion: paper_prompt as raw text | chat: user message
-    max_tokens: int = 16384
-    temperature: float = 0.6
-    top_p: float = 0.95
-    format_retries: int = 2
-    min_agreement: float = 0.5  # math: share of valid samples that agree with the majority answer
-    min_valid: int = 1  # at least this many valid (think-format, answer present) samples
-    responses_per_problem: int = 1
-    num_test_inputs: int = 5  # code
-    test_timeout_s: float = 5.0  # code, per run
+class TeacherConfig(ConfigModel):
+    k: PosInt = 4
+    mode: Literal["completion", "chat"] = "completion"  # completion: paper_prompt as raw text; chat: user turn
+    max_tokens: PosInt = 16384
+    temperature: NonNegFloat = 0.6
+    top_p: PosFloat = Field(0.95, le=1)
+    format_retries: NonNegInt = 2
+    min_agreement: Fraction = 0.5  # math: share of valid samples that agree with the majority answer
+    min_valid: NonNegInt = 1  # at least this many (and at least 1) valid samples: think format, answer present
+    responses_per_problem: PosInt = 1
+    num_test_inputs: PosInt = 5  # code
+    test_timeout_s: PosFloat = 5.0  # code, per run
     few_shot: bool = False  # chat mode: one worked example as a prior turn
     prefill: bool = False  # chat mode: the reply starts with "<think>\n" (completion mode always does)
     # Budget forcing (s1, Muennighoff et al. 2025): a sample whose reasoning is still open when it stops
@@ -148,34 +136,33 @@ class TeacherConfig:
     # in one more call of `forced_answer_tokens`. Off in the paper's settings; for small or non-reasoning
     # teachers that rarely close their own think block. Forced samples are marked `forced` on the record.
     budget_forcing: bool = False
-    forced_answer_tokens: int = 32
-
-    def __post_init__(self) -> None:
-        _check(self.k >= 1, "teacher.k must be >= 1")
-        _check(self.mode in ("completion", "chat"), "teacher.mode must be completion|chat")
-        _check(0.0 <= self.min_agreement <= 1.0, "teacher.min_agreement must be in [0, 1]")
+    forced_answer_tokens: PosInt = 32
 
 
-@dataclass
-class SynthConfig:
-    domain: str = "math"
-    seed: int = 0
-    chunk_size: int = 64
-    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
-    models: ModelsConfig = field(default_factory=ModelsConfig)
-    seeds: SeedsConfig = field(default_factory=SeedsConfig)
-    concepts: ConceptsConfig = field(default_factory=ConceptsConfig)
-    embeddings: EmbeddingsConfig = field(default_factory=EmbeddingsConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    problems: ProblemsConfig = field(default_factory=ProblemsConfig)
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
-    dedup: DedupConfig = field(default_factory=DedupConfig)
-    decontam: DecontamConfig = field(default_factory=DecontamConfig)
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+class SynthConfig(ConfigModel):
+    domain: Literal["math", "code"] = "math"
+    seed: Int = 0
+    chunk_size: PosInt = 64
+    endpoint: EndpointConfig = EndpointConfig()
+    models: ModelsConfig = ModelsConfig()
+    seeds: SeedsConfig = SeedsConfig()
+    concepts: ConceptsConfig = ConceptsConfig()
+    embeddings: EmbeddingsConfig = EmbeddingsConfig()
+    sampling: ComboSamplingConfig = ComboSamplingConfig()
+    problems: ProblemsConfig = ProblemsConfig()
+    judge: JudgeConfig = JudgeConfig()
+    dedup: DedupConfig = DedupConfig()
+    decontam: DecontamConfig = DecontamConfig()
+    teacher: TeacherConfig = TeacherConfig()
 
-    def __post_init__(self) -> None:
-        _check(self.domain in ("math", "code"), f"domain must be math|code, got {self.domain!r}")
-        _check(self.chunk_size >= 1, "chunk_size must be >= 1")
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        # a YAML section whose keys are all commented out (`endpoint:`) reads as None: its defaults
+        if isinstance(data, Mapping):
+            sections = {n for n, f in cls.model_fields.items() if isinstance(f.default, ConfigModel)}
+            return {k: {} if v is None and k in sections else v for k, v in data.items()}
+        return data
 
     @property
     def levels(self) -> list[str]:
@@ -185,52 +172,20 @@ class SynthConfig:
 
     # --------------------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None, *, where: str = "config") -> SynthConfig:
-        return _build(cls, d or {}, where)
+    def from_dict(cls, d: Mapping[str, Any] | None, *, where: str = "config",
+                  overrides: Mapping[str, Any] | Iterable[str] = ()) -> SynthConfig:
+        """A config from a dict (sections as nested dicts); `where` names it in errors."""
+        return validate_config(cls, apply_overrides(d or {}, overrides, source=where), source=where)
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> SynthConfig:
-        import yaml
-
-        path = Path(path)
-        if not path.exists():
-            shipped = Path(__file__).with_name("configs") / path.name
-            shipped_yaml = shipped.with_suffix(".yaml") if not shipped.suffix else shipped
-            if shipped_yaml.exists():
-                path = shipped_yaml
-            else:
-                raise FileNotFoundError(f"synthesis config {path} not found (shipped: {', '.join(shipped_configs())})")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping at the top level")
-        return cls.from_dict(data, where=str(path))
+    def from_yaml(cls, path: str | Path, *, overrides: Mapping[str, Any] | Iterable[str] = ()) -> SynthConfig:
+        """A YAML file, or a shipped config by name (`pcm synth configs`), with dotted overrides."""
+        return load_config(cls, path, shipped=SHIPPED, overrides=overrides)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["endpoint"].pop("api_key", None)  # never write a key into manifests
-        return d
+        """Every setting as plain data, without the endpoint's api_key (this goes into manifests)."""
+        return self.model_dump(exclude={"endpoint": {"api_key"}})
 
 
 def shipped_configs() -> list[str]:
-    return sorted(p.stem for p in Path(__file__).with_name("configs").glob("*.yaml"))
-
-
-def _build(cls, data: dict[str, Any], where: str):
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(fields)}")
-    kwargs = {}
-    for name, value in data.items():
-        f = fields[name]
-        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
-        if sub is not None and dataclasses.is_dataclass(sub) and isinstance(sub, type):
-            kwargs[name] = _build(sub, value or {}, f"{where}.{name}")
-        else:
-            kwargs[name] = value
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}: {err}") from None
+    return SHIPPED.names()

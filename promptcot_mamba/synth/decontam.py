@@ -1,9 +1,10 @@
 """Decontamination of synthesized problems against every evaluation benchmark (n-gram overlap).
 
-The reference pipeline has none (notes §1.6, §3), and its released data was found to contain
-near-copies of AIME 2024 problems with changed numbers (PromptCoT issue #8). So the overlap is
-measured on normalised word n-grams in which every run of numbers becomes one placeholder token: a
-copy with new numbers still matches. A problem is contaminated when, for some benchmark item,
+The PromptCoT reference pipeline has no decontamination step, and its released data was found to
+contain near-copies of AIME 2024 problems with changed numbers
+(https://github.com/inclusionAI/PromptCoT/issues/8). So the overlap is measured on normalised word
+n-grams in which every run of numbers becomes one placeholder token: a copy with new numbers still
+matches. A problem is contaminated when, for some benchmark item,
 
     |G(problem) ∩ G(item)| / |G(item)|  ≥  threshold      (default n=8, 0.5, and ≥ 3 shared n-grams)
 
@@ -25,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from promptcot_mamba.synth.records import read_jsonl
+from promptcot_mamba.common.files import iter_jsonl
 
 TEXT_FIELDS = ("problem", "question", "question_content", "prompt")
 _TOKEN = re.compile(r"[a-z]{2,}|\d+(?:\.\d+)?")
@@ -85,7 +86,7 @@ def load_benchmarks(root: str | Path | None = None, *, exclude_dirs: Iterable[st
         if rel.parts and rel.parts[0] in excl:
             continue
         name = str(rel.with_suffix(""))
-        for k, rec in enumerate(read_jsonl(f)):
+        for k, rec in enumerate(iter_jsonl(f)):
             text = next((rec[k2] for k2 in TEXT_FIELDS if isinstance(rec.get(k2), str) and rec[k2].strip()), None)
             if text is None:
                 continue
@@ -105,8 +106,7 @@ class Decontaminator:
     changed word still matches; a match needs ≥ `min_shared` shared n-grams covering ≥ `threshold`
     of the item's n-grams. Shorter items (formula-only one-liners such as "Solve for x: …") would
     match every formula-heavy text by n-grams, so they are matched only by their whole normalised
-    token sequence: equal to the text's, or (for ≥ 8 tokens) contained in it (`short_items` counts
-    them)."""
+    token sequence: equal to the text's, or (for ≥ 8 tokens) contained in it."""
 
     benchmarks: Sequence[BenchmarkItem]
     n: int = 8
@@ -142,10 +142,6 @@ class Decontaminator:
         self._ns = sorted(ns)
         # containment is distinctive only for sequences of >= 8 tokens ("what is the value of <num>" is not)
         self._short_lengths = sorted({len(k) for k in self._short if len(k) >= 8})
-
-    @property
-    def short_items(self) -> int:
-        return sum(1 for s in self._sizes if s == 0)
 
     def check(self, text: str) -> dict | None:
         """The best-matching benchmark item if `text` is contaminated, else None."""

@@ -1,5 +1,5 @@
 """Near-duplicate removal among synthesized problems: MinHash LSH candidates (datasketch), confirmed by
-exact word-set Jaccard (PromptCoT 2.0's `deduplicate_problems.py`, notes §3).
+exact word-set Jaccard (as PromptCoT 2.0's `deduplicate_problems.py` does).
 
 The first occurrence (input order) is kept; a later problem whose word-set Jaccard with an already
 kept one exceeds `threshold` is removed, with the id it duplicates and the score. Exact duplicates

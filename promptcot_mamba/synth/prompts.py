@@ -1,9 +1,9 @@
 """The LLM prompts of the PromptCoT stages (paper §2.2) and the parsers of their answers.
 
-Wording is ours; the structure follows the reference implementation as read in
-../shared/notes/promptcot_repo.md §1 (concept extraction §1.1, concept prompt §1.2, rationale +
-problem markers §1.3, the five-criterion judge §1.4, think-format checks §1.5). Each prompt has a
-version string that is recorded in every record's provenance, so a change of wording is visible in
+Wording is ours; the structure follows the PromptCoT reference implementation
+(github.com/inclusionAI/PromptCoT): concept extraction, its concept-combination prompt, rationale and
+problem between BEGIN/END markers, a judge rating five criteria before a final verdict, and format
+checks of the teacher's think block. Each prompt has a version string that is recorded in every record's provenance, so a change of wording is visible in
 the data it produced. Parsers never guess: malformed output raises `ParseError` with the reason, and
 the stage records that reason on the item.
 """
@@ -24,7 +24,7 @@ PROMPT_VERSIONS = {
     "tests": "tests/v1",
 }
 
-# The paper's difficulty levels (notes §1.2, concept_sampling.py).
+# The difficulty levels of the reference's concept_sampling.py.
 MATH_LEVELS = ("AMC12", "HMMT-Nov", "HMMT-Feb", "AIME", "USAJMO", "USAMO", "USOJMO", "USOMO")
 CODE_LEVELS = ("Codeforces Div. 2 A", "Codeforces Div. 2 B", "Codeforces Div. 2 C", "Codeforces Div. 2 D",
                "AtCoder ABC", "AtCoder ARC", "LeetCode Medium", "LeetCode Hard")
@@ -106,7 +106,7 @@ def parse_concepts(text: str, num_concepts: int = 5, min_concepts: int = 2) -> l
 # ------------------------------------------------------------------------------------------------
 # d. rationale + problem generation
 def concept_prompt(concepts: list[str], level: str) -> str:
-    """The reference's concept-combination prompt (notes §1.2): one instruction line, the numbered
+    """The reference's concept-combination prompt, word for word: one instruction line, the numbered
     concepts, the difficulty level. It is the exact input of a PromptCoT problem-generation model."""
     lines = "\n".join(f"{i}. {c}" for i, c in enumerate(concepts, 1))
     return ("Given foundational concepts and difficulty level, identify connections and develop a question "
@@ -176,14 +176,12 @@ def judge_prompt(concepts: list[str], level: str, rationale: str, problem: str, 
     )
 
 
-_RATING = re.compile(r"(perfect|acceptable|bad)", re.I)
-
-
 def parse_judgement(text: str) -> dict:
     """{"verdict", "criteria": {name: rating}, "source": "final"|"criteria"}.
 
     The verdict is the word after the last `Final Judgement:` — matched as a whole word, so
-    "imperfect" is not "perfect" (a reference bug, notes §1.4). Without that line the verdict is
+    "imperfect" is not "perfect" (the reference tests for the substring "perfect", so it keeps problems
+    judged "imperfect"). Without that line the verdict is
     recomputed from the per-criterion ratings with the prompt's rules; with neither, ParseError
     (the reference's fallback of counting words anywhere in the text is not reproduced)."""
     criteria: dict[str, str] = {}
@@ -293,8 +291,8 @@ CODE_STDIN_INSTRUCTION = (
 
 
 def code_user_prompt(problem: str) -> str:
-    """The LiveCodeBench-style user turn for stdin problems (notes §2.4), so the SFT data matches the
-    evaluation prompt."""
+    """LiveCodeBench's user turn for stdin problems (eval/benchmarks.py builds the same one), so the
+    SFT data matches the evaluation prompt."""
     return f"{CODE_PREAMBLE}\n\nQuestion: {problem.strip()}\n\n{CODE_STDIN_INSTRUCTION}"
 
 
@@ -328,6 +326,6 @@ def parse_test_inputs(text: str, max_inputs: int = 10) -> list[str]:
 
 
 def extract_code(answer: str) -> str | None:
-    """The last fenced code block of the answer part (LiveCodeBench convention, notes §2.6)."""
+    """The last fenced code block of the answer part (LiveCodeBench grades the last ```python block)."""
     blocks = re.findall(r"```(?:python|py|Python)?[ \t]*\n(.*?)```", answer, re.S)
     return blocks[-1] if blocks else None

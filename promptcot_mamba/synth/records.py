@@ -1,11 +1,11 @@
 """Typed JSONL records, stable ids, crash-safe appends and manifests for the synthesis stages.
 
-Every stage reads JSONL and writes JSONL (DESIGN.md "How data flows"). A stage's output file is
-complete only when its manifest (`<out>.manifest.json`) exists: the manifest is written last,
-atomically, so a crash at any point leaves either a finished stage or an unfinished one, never a
-finished-looking partial one.
+Every stage reads JSONL and writes JSONL (common/files.py). A stage's output file is complete only
+when its manifest (`<out>.manifest.json`) exists: the manifest is written last, atomically, so a
+crash at any point leaves either a finished stage or an unfinished one, never a finished-looking
+partial one.
 
-Record envelope (schema `pcm.synth/1`), common to all stages:
+Record envelope (schema `pcm.synth/1`, docs/formats.md "Synthesis records"), common to all stages:
     id        stable id of the item (a hash of its defining content, or a counter from a seed)
     stage     the stage that wrote this line
     status    "done" | "failed" | "filtered"
@@ -24,13 +24,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from promptcot_mamba.common.files import (
+    append_jsonl,
+    atomic_write_json,
+    iter_jsonl,
+    read_jsonl,  # noqa: F401  (demo, tests and benchmarks import it from here)
+    write_jsonl,
+)
 
 SCHEMA = "pcm.synth/1"
 DONE, FAILED, FILTERED = "done", "failed", "filtered"
@@ -59,58 +65,25 @@ def make_record(rid: str, stage: str, *, status: str = DONE, reason: str | None 
     return rec
 
 
-def read_jsonl(path: str | Path, *, where: str | None = None) -> Iterator[dict[str, Any]]:
-    """Yield the objects of a JSONL file; a bad line raises ValueError naming file and line.
-    A final line without its newline (a crash in the middle of an append) is ignored."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{where + ': ' if where else ''}no such file {path}")
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if not raw.endswith(b"\n"):
-                return
-            line = raw.strip()
-            if not line:
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield obj
+def add_provenance(rec: dict, stage: str, info: dict) -> dict:
+    """`rec`'s provenance with `stage`'s entry added (a new dict; the record is not changed)."""
+    return {**(rec.get("provenance") or {}), stage: info}
+
+
+def payload_of(rec: dict) -> dict[str, Any]:
+    """The stage's fields of a record: everything but the envelope."""
+    return {k: v for k, v in rec.items() if k not in _ENVELOPE}
+
+
+_ENVELOPE = ("schema", "id", "stage", "status", "reason", "provenance")
 
 
 def done_records(path: str | Path) -> Iterator[dict[str, Any]]:
     """The records a downstream stage consumes: status `done` (records without a status, e.g. raw
     seed files, count as done)."""
-    for rec in read_jsonl(path):
+    for rec in iter_jsonl(path):
         if rec.get("status", DONE) == DONE:
             yield rec
-
-
-def dumps(rec: dict[str, Any]) -> str:
-    return json.dumps(rec, ensure_ascii=False, sort_keys=False) + "\n"
-
-
-def write_jsonl_atomic(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
-    """Write all records to a temporary file and rename it over `path` (all or nothing)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    n = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for rec in records:
-                f.write(dumps(rec))
-                n += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return n
 
 
 class ResumableWriter:
@@ -119,12 +92,11 @@ class ResumableWriter:
 
     def __init__(self, path: str | Path, *, drop_failed: bool = False):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.ids: set[str] = set()
         self.counts: Counter = Counter()
         if self.path.exists():
             self._recover(drop_failed)
-        self._f = open(self.path, "a", encoding="utf-8")
+        append_jsonl(self.path, [])  # the output exists from the start, even if no record comes
 
     def _recover(self, drop_failed: bool) -> None:
         data = self.path.read_bytes()
@@ -134,7 +106,7 @@ class ResumableWriter:
                 f.truncate(cut)
         kept: list[dict] = []
         rewrite = False
-        for rec in read_jsonl(self.path):
+        for rec in iter_jsonl(self.path):
             rid = rec.get("id")
             if rid in self.ids:  # cannot happen through this class; repair rather than duplicate
                 rewrite = True
@@ -146,52 +118,47 @@ class ResumableWriter:
             self.counts[rec.get("status", DONE)] += 1
             kept.append(rec)
         if rewrite:
-            write_jsonl_atomic(self.path, kept)
+            write_jsonl(self.path, kept)
 
     def __contains__(self, rid: str) -> bool:
         return rid in self.ids
 
     def write_many(self, records: Iterable[dict[str, Any]]) -> None:
-        buf = []
+        new = []
         for rec in records:
             if rec["id"] in self.ids:
                 continue
             self.ids.add(rec["id"])
             self.counts[rec.get("status", DONE)] += 1
-            buf.append(dumps(rec))
-        if buf:
-            self._f.write("".join(buf))
-            self._f.flush()
-            os.fsync(self._f.fileno())
-
-    def close(self) -> None:
-        if not self._f.closed:
-            self._f.close()
+            new.append(rec)
+        if new:
+            append_jsonl(self.path, new, fsync=True)
 
     def __enter__(self) -> ResumableWriter:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close()
+        pass
 
 
 # ------------------------------------------------------------------------------------------------
-# manifests
+# manifests: `<out>.manifest.json` is written last (the stage finished); `<out>.pending.json` holds the
+# fingerprint of a run in progress, so a resume with other settings is refused
 def manifest_path(out_path: str | Path) -> Path:
     out_path = Path(out_path)
     return out_path.with_name(out_path.name + ".manifest.json")
 
 
+def pending_path(out_path: str | Path) -> Path:
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.name + ".pending.json")
+
+
 def write_manifest(out_path: str | Path, info: dict[str, Any]) -> Path:
     mp = manifest_path(out_path)
-    body = {"schema": SCHEMA, "output": Path(out_path).name, "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                                         time.gmtime())}
-    body.update(info)
-    fd, tmp = tempfile.mkstemp(prefix=mp.name + ".", suffix=".tmp", dir=mp.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(body, f, indent=2, ensure_ascii=False, default=str)
-        f.write("\n")
-    os.replace(tmp, mp)
+    body = {"schema": SCHEMA, "output": Path(out_path).name,
+            "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **info}
+    atomic_write_json(mp, body)
     return mp
 
 
@@ -206,9 +173,7 @@ def read_manifest(out_path: str | Path) -> dict[str, Any] | None:
 
 
 def count_statuses(path: str | Path) -> dict[str, int]:
-    c: Counter = Counter()
-    for rec in read_jsonl(path):
-        c[rec.get("status", DONE)] += 1
+    c = Counter(rec.get("status", DONE) for rec in iter_jsonl(path))
     return {s: c.get(s, 0) for s in STATUSES}
 
 

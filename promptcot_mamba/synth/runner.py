@@ -179,5 +179,4 @@ def run_llm_stage(stage: LLMStage, records: Sequence[dict], out_path: str | Path
     finally:
         if bar is not None:
             bar.close()
-        writer.close()
     return dict(writer.counts)

@@ -1,4 +1,4 @@
-"""Concept statistics and concept-combination sampling (PromptCoT, paper §2.2; notes §1.2).
+"""Concept statistics and concept-combination sampling (PromptCoT, paper §2.2).
 
 Statistics over the extracted concept lists of the seed problems: the frequency f(c) of each concept
 and the symmetric co-occurrence count C[a, b] (how many seed lists contain both a and b; diagonal 0).

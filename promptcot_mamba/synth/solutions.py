@@ -1,4 +1,4 @@
-"""Teacher solutions (paper §2.2, notes §1.5): k long chain-of-thought samples per problem, each
+"""Teacher solutions (paper §2.2): k long chain-of-thought samples per problem, each
 checked for the `<think> … </think> answer` layout, then kept by self-consistency.
 
 - Format (text/reasoning.py is the one place that splits reasoning): the sample must close its
@@ -34,31 +34,12 @@ class UnclosedThink(ParseError):
     """The sample stopped inside its think block (what budget forcing can repair)."""
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{…} (or \\fbox{…}) with balanced braces."""
-    try:
-        from promptcot_mamba.eval.math_grader import last_boxed as _lb
-
-        return _lb(text)
-    except ImportError:  # pragma: no cover - eval part absent
-        pass
-    best = None
-    for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text):
-        depth, i = 1, m.end()
-        while i < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            i += 1
-        if depth == 0:
-            best = text[m.end():i - 1]
-    return best
-
-
 def check_sample(text: str, domain: str = "math", *, prefilled_think: bool = True) -> dict:
     """Validate one teacher sample; returns {"response", "reasoning", "answer", "final"} or raises
     ParseError. `response` is the normalised SFT response `<think>\\n…\\n</think>\\n\\n…`."""
     body = text
     if prefilled_think and not body.lstrip().startswith(THINK_OPEN):
-        body = THINK_OPEN + "\n" + body  # the prompt ended with "<think>\n" (notes §2.5)
+        body = THINK_OPEN + "\n" + body  # the prompt ended with "<think>\n" (text/prompts.py paper_prompt)
     split = split_reasoning(body)
     if not split.closed:
         raise UnclosedThink("no closing </think> (unfinished reasoning)")
@@ -69,6 +50,8 @@ def check_sample(text: str, domain: str = "math", *, prefilled_think: bool = Tru
     if not split.answer:
         raise ParseError("empty answer after </think>")
     if domain == "math":
+        from promptcot_mamba.eval.math_grader import last_boxed  # the grader's reading of the answer
+
         final = last_boxed(split.answer)
         if final is None or not final.strip():
             raise ParseError("no \\boxed{} answer after </think>")

@@ -13,8 +13,6 @@ from promptcot_mamba.synth.records import make_record, read_jsonl
 from promptcot_mamba.synth.stages import run_stage
 from promptcot_mamba.text.reasoning import split_reasoning
 
-pytest.importorskip("promptcot_mamba.eval.sandbox")
-
 SUM = "import sys\nprint(sum(int(x) for x in sys.stdin.read().split()))\n"
 PROD = "import sys\nimport math\nprint(math.prod(int(x) for x in sys.stdin.read().split()))\n"
 CRASH = "raise SystemExit(3)\n"

@@ -5,45 +5,41 @@ and no transport errors."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("fastapi")
-pytest.importorskip("promptcot_mamba.serve.app")
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_synth_pipeline import check_accounting, make_seeds, with_small_model_knobs  # noqa: E402
 
+from promptcot_mamba.generate.client import EngineClient  # noqa: E402
+from promptcot_mamba.generate.engine import Engine, EngineConfig  # noqa: E402
+from promptcot_mamba.generate.tiny import build_tiny_model  # noqa: E402
 from promptcot_mamba.llm.openai_client import OpenAIClient  # noqa: E402
 from promptcot_mamba.llm.scripted_server import serve_in_thread  # noqa: E402
-from promptcot_mamba.synth.records import read_jsonl  # noqa: E402
+from promptcot_mamba.serve.app import create_app  # noqa: E402
+from promptcot_mamba.synth.pipeline import STAGE_FILES, run_pipeline  # noqa: E402
+from promptcot_mamba.synth.records import make_record, read_jsonl  # noqa: E402
 from promptcot_mamba.synth.stages import run_stage  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_concepts_and_teacher_stages_against_pcm_serve(tmp_path):
-    import torch
-
-    from promptcot_mamba.generate.engine import Engine, EngineConfig
-    from promptcot_mamba.generate.tiny import build_tiny_model
-    from promptcot_mamba.serve.app import create_app
-
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = build_tiny_model()
-        engine = Engine(model, model.tokenizer, EngineConfig(max_slots=4, max_prompt_tokens=1024, max_new_tokens=64))
-        app = create_app(engine, model_name="tiny")
-        seeds = make_seeds(tmp_path / "seeds.jsonl", 6)
-        cfg = {"seed": 0, "chunk_size": 4, "concepts": {"max_tokens": 24, "parse_retries": 0},
-               "teacher": {"k": 2, "mode": "completion", "max_tokens": 24, "format_retries": 0}}
-        with serve_in_thread(app, lifespan="on") as url:
-            client = OpenAIClient(url, max_concurrency=4, timeout_s=60, max_retries=1)  # model from /v1/models
-            man = run_stage("concepts", seeds, tmp_path / "c.jsonl", client, cfg, progress=False)
-            man2 = run_stage("solutions", seeds, tmp_path / "s.jsonl", client, cfg, progress=False)
-    finally:
-        torch.set_num_threads(n_threads)
+    model = build_tiny_model()
+    engine = Engine(model, model.tokenizer, EngineConfig(max_slots=4, max_prompt_tokens=1024, max_new_tokens=64))
+    app = create_app(engine, model_name="tiny")
+    seeds = make_seeds(tmp_path / "seeds.jsonl", 6)
+    cfg = {"seed": 0, "chunk_size": 4, "concepts": {"max_tokens": 24, "parse_retries": 0},
+           "teacher": {"k": 2, "mode": "completion", "max_tokens": 24, "format_retries": 0}}
+    with serve_in_thread(app, lifespan="on") as url:
+        client = OpenAIClient(url, max_concurrency=4, timeout_s=60, max_retries=1)  # model from /v1/models
+        man = run_stage("concepts", seeds, tmp_path / "c.jsonl", client, cfg, progress=False)
+        man2 = run_stage("solutions", seeds, tmp_path / "s.jsonl", client, cfg, progress=False)
     assert client.model == "tiny"
     for m, path in ((man, tmp_path / "c.jsonl"), (man2, tmp_path / "s.jsonl")):
         recs = list(read_jsonl(path))
@@ -60,16 +56,6 @@ def test_whole_chain_against_pcm_serve(tmp_path):
     seeds list their concepts so the chain reaches the LLM stages after extraction; the random model's
     answers then fail to parse, and each such record says so. The judge and teacher stages are also run
     alone on hand-written problems, so every LLM stage goes over HTTP to our server."""
-    import json
-
-    import torch
-
-    from promptcot_mamba.generate.engine import Engine, EngineConfig
-    from promptcot_mamba.generate.tiny import build_tiny_model
-    from promptcot_mamba.serve.app import create_app
-    from promptcot_mamba.synth.pipeline import STAGE_FILES, run_pipeline
-    from promptcot_mamba.synth.records import make_record
-
     seeds = tmp_path / "seeds.jsonl"
     topics = ["primes", "parity", "triangles", "circles", "sums", "digits"]
     with open(seeds, "w") as f:
@@ -87,18 +73,13 @@ def test_whole_chain_against_pcm_serve(tmp_path):
         "sampling": {"num_problems": 4, "size": 2},
         "problems": {"max_tokens": 24, "parse_retries": 0}, "judge": {"max_tokens": 24, "parse_retries": 0},
         "teacher": {"k": 2, "max_tokens": 24, "format_retries": 0}})
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = build_tiny_model()
-        engine = Engine(model, model.tokenizer, EngineConfig(max_slots=4, max_prompt_tokens=4096, max_new_tokens=64))
-        with serve_in_thread(create_app(engine, model_name="tiny"), lifespan="on") as url:
-            client = OpenAIClient(url, max_concurrency=4, timeout_s=60, max_retries=1)
-            res = run_pipeline(cfg, client, tmp_path / "out", seeds_path=seeds, progress=False)
-            judged = run_stage("judge", problems, tmp_path / "j.jsonl", client, cfg, progress=False)
-            solved = run_stage("solutions", problems, tmp_path / "s.jsonl", client, cfg, progress=False)
-    finally:
-        torch.set_num_threads(n_threads)
+    model = build_tiny_model()
+    engine = Engine(model, model.tokenizer, EngineConfig(max_slots=4, max_prompt_tokens=4096, max_new_tokens=64))
+    with serve_in_thread(create_app(engine, model_name="tiny"), lifespan="on") as url:
+        client = OpenAIClient(url, max_concurrency=4, timeout_s=60, max_retries=1)
+        res = run_pipeline(cfg, client, tmp_path / "out", seeds_path=seeds, progress=False)
+        judged = run_stage("judge", problems, tmp_path / "j.jsonl", client, cfg, progress=False)
+        solved = run_stage("solutions", problems, tmp_path / "s.jsonl", client, cfg, progress=False)
     out = tmp_path / "out"
     check_accounting(out)
     table = {row["stage"]: row for row in res.table()}
@@ -115,24 +96,13 @@ def test_whole_chain_against_pcm_serve(tmp_path):
 
 
 def test_stages_with_the_in_process_engine_client(tmp_path):
-    import torch
-
-    from promptcot_mamba.generate.client import EngineClient
-    from promptcot_mamba.generate.engine import EngineConfig
-    from promptcot_mamba.generate.tiny import build_tiny_model
-
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = build_tiny_model()
-        client = EngineClient(model, config=EngineConfig(max_slots=4, max_prompt_tokens=1024, max_new_tokens=64))
-        seeds = make_seeds(tmp_path / "seeds.jsonl", 4)
-        cfg = {"seed": 0, "chunk_size": 4, "concepts": {"max_tokens": 16, "parse_retries": 1},
-               "teacher": {"k": 2, "max_tokens": 16, "format_retries": 1}}
-        a = run_stage("concepts", seeds, tmp_path / "c.jsonl", client, cfg, progress=False)
-        b = run_stage("solutions", seeds, tmp_path / "s.jsonl", client, cfg, progress=False)
-    finally:
-        torch.set_num_threads(n_threads)
+    model = build_tiny_model()
+    client = EngineClient(model, config=EngineConfig(max_slots=4, max_prompt_tokens=1024, max_new_tokens=64))
+    seeds = make_seeds(tmp_path / "seeds.jsonl", 4)
+    cfg = {"seed": 0, "chunk_size": 4, "concepts": {"max_tokens": 16, "parse_retries": 1},
+           "teacher": {"k": 2, "max_tokens": 16, "format_retries": 1}}
+    a = run_stage("concepts", seeds, tmp_path / "c.jsonl", client, cfg, progress=False)
+    b = run_stage("solutions", seeds, tmp_path / "s.jsonl", client, cfg, progress=False)
     for m, path in ((a, tmp_path / "c.jsonl"), (b, tmp_path / "s.jsonl")):
         recs = list(read_jsonl(path))
         assert len(recs) == 4 == sum(m["counts"].values())

@@ -230,7 +230,7 @@ def test_few_shot_and_prefill_reach_the_model_and_the_parsers(tmp_path):
     a, b = check_sft(plain.sft_path), check_sft(knobs.sft_path)
     assert len(a) > 3 and [(r["prompt"], r["response"]) for r in a] == [(r["prompt"], r["response"]) for r in b]
     prov = b[0]["provenance"]
-    concepts = next(read_jsonl(tmp_path / "knobs" / STAGE_FILES["concepts"]))
+    concepts = read_jsonl(tmp_path / "knobs" / STAGE_FILES["concepts"])[0]
     assert concepts["provenance"]["concepts"]["prompt_version"].endswith("+1shot")
     assert prov["problems"]["prompt_version"].endswith("+1shot+prefill")
     assert prov["solutions"]["prompt_version"].endswith("+1shot+prefill")
