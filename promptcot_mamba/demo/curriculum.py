@@ -26,13 +26,13 @@ statements flagged; an earlier version removed 297 of 297).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from promptcot_mamba.common.files import iter_jsonl, read_jsonl, write_jsonl
 from promptcot_mamba.demo.client import ProceduralClient
-from promptcot_mamba.demo.domain import Problem, Splits, sample_problems
+from promptcot_mamba.demo.domain import Splits, sample_problems
 
 
 @dataclass
@@ -43,10 +43,10 @@ class CurriculumResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def synth_config(seed: int, *, n_combos: int, chunk_size: int = 256) -> dict:
+def synth_config(seed: int, *, n_combos: int) -> dict:
     """The SynthConfig the demo runs the stages with (recorded in every manifest)."""
     return {
-        "domain": "math", "seed": seed, "chunk_size": chunk_size,
+        "domain": "math", "seed": seed, "chunk_size": 256,
         "seeds": {"path": "seeds.jsonl", "field": "problem"},
         "concepts": {"num_concepts": 5, "max_tokens": 128, "temperature": 0.0, "parse_retries": 0},
         # hashing embeddings: offline and instant; the combination sampler only needs a geometry
@@ -61,13 +61,6 @@ def synth_config(seed: int, *, n_combos: int, chunk_size: int = 256) -> dict:
         "teacher": {"k": 1, "mode": "completion", "max_tokens": 1024, "temperature": 0.0,
                     "format_retries": 0, "min_agreement": 0.0, "min_valid": 1, "responses_per_problem": 1},
     }
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
 def _benchmarks_available() -> bool:
@@ -87,9 +80,9 @@ def _stage_row(name: str, manifest: dict) -> dict:
 
 
 def build_curriculum(splits: Splits, out_dir: str | Path, *, seed: int, n_composed: int, n_seeds: int = 48,
-                     n_combos: int = 16, decontam: bool | None = None, progress: bool = True) -> CurriculumResult:
-    """Synthesize both phases' SFT files under out_dir (synth/ holds every stage's records).
-    `decontam`: None runs the decontamination stage when the benchmark folder is present."""
+                     n_combos: int = 16, progress: bool = True) -> CurriculumResult:
+    """Synthesize both phases' SFT files under out_dir (synth/ holds every stage's records); the
+    decontamination stage runs when the benchmark folder is present."""
     from promptcot_mamba.synth.config import SynthConfig
     from promptcot_mamba.synth.records import make_record, stable_id
     from promptcot_mamba.synth.stages import run_stage
@@ -98,7 +91,7 @@ def build_curriculum(splits: Splits, out_dir: str | Path, *, seed: int, n_compos
     sdir = out / "synth"
     sdir.mkdir(parents=True, exist_ok=True)
     cfg_dict = synth_config(seed, n_combos=n_combos)
-    use_decontam = _benchmarks_available() if decontam is None else decontam
+    use_decontam = _benchmarks_available()
     cfg = SynthConfig.from_dict(cfg_dict)
     client = ProceduralClient()
     clients = {"extractor": client, "generator": client, "judges": [client], "teacher": client, "tests": client}
@@ -111,9 +104,9 @@ def build_curriculum(splits: Splits, out_dir: str | Path, *, seed: int, n_compos
 
     # ---- phase 1: foundational problems → teacher solutions → SFT pairs
     f_in = sdir / "p1_00_problems.jsonl"
-    _write_jsonl(f_in, [make_record(stable_id("f", p.problem), "seeds", problem=p.problem, concepts=list(p.concepts),
-                                    provenance={"seeds": {"generator": "demo.domain", "kind": p.kind}})
-                        for p in splits.train_foundational])
+    write_jsonl(f_in, [make_record(stable_id("f", p.problem), "seeds", problem=p.problem, concepts=list(p.concepts),
+                                   provenance={"seeds": {"generator": "demo.domain", "kind": p.kind}})
+                       for p in splits.train_foundational])
     stage("solutions", f_in, sdir / "p1_01_solutions.jsonl", "phase 1: solutions")
     f_sft = stage("export", sdir / "p1_01_solutions.jsonl", sdir / "p1_02_sft.jsonl", "phase 1: export")
 
@@ -121,11 +114,11 @@ def build_curriculum(splits: Splits, out_dir: str | Path, *, seed: int, n_compos
     held = {p.problem for p in splits.test_foundational} | {p.problem for p in splits.test_composed}
     seeds = sample_problems(seed * 1000 + 5, "composed", n_seeds, exclude=held)
     seeds_path = sdir / "p2_00_seeds.jsonl"
-    _write_jsonl(seeds_path, [{"id": stable_id("seed", p.problem), "problem": p.problem} for p in seeds])
+    write_jsonl(seeds_path, [{"id": stable_id("seed", p.problem), "problem": p.problem} for p in seeds])
     stage("concepts", seeds_path, sdir / "p2_01_concepts.jsonl")
     stage("concept_stats", sdir / "p2_01_concepts.jsonl", sdir / "p2_02_concept_stats.jsonl")
     stage("combos", sdir / "p2_02_concept_stats.jsonl", sdir / "p2_03_combos.jsonl")
-    combos = [r for r in _read(sdir / "p2_03_combos.jsonl") if r.get("status") == "done"]
+    combos = [r for r in read_jsonl(sdir / "p2_03_combos.jsonl") if r.get("status") == "done"]
     if not combos:
         raise RuntimeError(f"{sdir / 'p2_03_combos.jsonl'}: the combination sampler produced no combinations")
     expanded = []
@@ -136,7 +129,7 @@ def build_curriculum(splits: Splits, out_dir: str | Path, *, seed: int, n_compos
                                     provenance={**(c.get("provenance") or {}),
                                                 "expand": {"combination": c["id"], "instance": i}}))
     exp_path = sdir / "p2_03b_expanded.jsonl"
-    _write_jsonl(exp_path, expanded)
+    write_jsonl(exp_path, expanded)
     stages.append({"stage": "expand (demo)", "in": len(combos), "done": len(expanded), "failed": 0, "filtered": 0})
     stage("problems", exp_path, sdir / "p2_04_problems.jsonl")
     stage("judge", sdir / "p2_04_problems.jsonl", sdir / "p2_05_judged.jsonl")
@@ -162,14 +155,8 @@ def build_curriculum(splits: Splits, out_dir: str | Path, *, seed: int, n_compos
     return CurriculumResult(f_path, c_path, stages, summary)
 
 
-def _read(path: Path) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def _count(path: Path) -> int:
-    with open(path) as f:
-        return sum(1 for line in f if line.strip())
+    return sum(1 for _ in iter_jsonl(path))
 
 
 def _problem_of(prompt: str) -> str:
@@ -179,17 +166,8 @@ def _problem_of(prompt: str) -> str:
 
 
 def _filter_heldout(src: Path, dst: Path, held: set[str]) -> tuple[Path, int]:
-    rows = _read(src)
+    rows = read_jsonl(src)
     kept = [r for r in rows if _problem_of(r["prompt"]) not in held]
-    _write_jsonl(dst, kept)
+    write_jsonl(dst, kept)
     return dst, len(rows) - len(kept)
 
-
-def direct_records(problems: list[Problem], source: str) -> list[dict]:
-    """SFT records straight from the generator (iface.md §1), for tests that skip the stages."""
-    from promptcot_mamba.synth.records import stable_id
-    from promptcot_mamba.text.prompts import MATH_SUFFIX
-
-    return [{"id": stable_id("d", p.problem), "prompt": p.problem + MATH_SUFFIX, "response": p.solution(),
-             "source": source, "provenance": {"generator": "demo.domain", "concepts": list(p.concepts)}}
-            for p in problems]

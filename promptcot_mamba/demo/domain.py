@@ -164,7 +164,8 @@ class Problem:
         return "\n".join(out)
 
     def solution(self) -> str:
-        """The assistant turn in the paper's layout (iface.md §1): think block, then the boxed answer."""
+        """The assistant turn in the paper's layout (docs/formats.md, "SFT records"): think block,
+        then the boxed answer."""
         return f"<think>\n{self.reasoning()}\n</think>\n\nThe answer is \\boxed{{{self.answer}}}."
 
 

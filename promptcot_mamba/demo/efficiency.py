@@ -1,7 +1,7 @@
 """Inference efficiency at toy scale: decode throughput and memory against generated length (Figure 2).
 
 Figure 2 of the paper compares tokens/s of PromptCoT-Mamba-7B and a Transformer across generation
-lengths; the mechanism is §2.1 "Inference": a Mamba model carries a fixed-size state per sequence,
+lengths; the mechanism is the paper's §2.1 "Inference": a Mamba model carries a fixed-size state per sequence,
 a Transformer a key/value cache that grows with every token. This module measures both sides in one
 process, with the same decode loop shape (one token per sequence per call, greedy) so the only
 difference is the architecture:
@@ -132,3 +132,24 @@ def memory_is_flat(points: Sequence[EfficiencyPoint]) -> bool:
 def memory_grows(points: Sequence[EfficiencyPoint]) -> bool:
     b = [p.context_bytes for p in points]
     return all(y > x for x, y in zip(b, b[1:]))
+
+
+def findings(points: Sequence[EfficiencyPoint], *, ssm: str, transformer: str) -> list[str]:
+    """Plain statements of what the measured points of the `ssm` and `transformer` models show
+    (stated whatever they show)."""
+    m = [p for p in points if p.model == ssm]
+    t = [p for p in points if p.model == transformer]
+    lines = []
+    if m:
+        lines.append(f"{ssm} context memory is {'constant' if memory_is_flat(m) else 'NOT constant'} across "
+                     f"lengths: {m[0].context_bytes / 1024:.1f} KiB at {m[0].generated} tokens, "
+                     f"{m[-1].context_bytes / 1024:.1f} KiB at {m[-1].generated}.")
+    if t:
+        lines.append(f"{transformer} KV cache {'grows' if memory_grows(t) else 'does NOT grow'} with length: "
+                     f"{t[0].context_bytes / 1024:.1f} KiB at {t[0].generated} tokens, "
+                     f"{t[-1].context_bytes / 1024:.1f} KiB at {t[-1].generated}.")
+    if m and t:
+        lines.append(f"At {m[-1].generated} generated tokens: {ssm} {m[-1].tokens_per_s:.0f} tokens/s vs "
+                     f"{transformer} {t[-1].tokens_per_s:.0f} tokens/s "
+                     f"(ratio {m[-1].tokens_per_s / max(t[-1].tokens_per_s, 1e-9):.2f}×).")
+    return lines

@@ -1,8 +1,9 @@
 """avg@k on the demo's held-out sets: any `LLMClient`, the paper's prompt, the evaluation harness.
 
-Generate → grade → report stay separate (STYLE.md §13). Generation asks for the k samples of a
-problem in one request (n=k, sample i seeded seed + i by the clients), so a client that decodes one
-request at a time (the transformers client) still batches a problem's samples; grading and scoring
+Generate → grade → report are three separate steps, as in the evaluation harness (eval/harness.py).
+Generation asks for the k samples of a problem in one request (n=k, sample i seeded seed + i by the
+clients), so a client that decodes one request at a time (the transformers client) still batches a
+problem's samples; grading and scoring
 are the evaluation part's own (`eval.harness.grade_rows` with the strict math grader, and
 `eval.report.summarize`: avg@k = mean over problems of the share of correct samples, a sample whose
 generation failed counts as `infra_error`, never silently dropped). Every graded sample is written
@@ -11,14 +12,19 @@ as a row with the raw completion, the extracted answer and its verdict.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from promptcot_mamba.common.files import write_jsonl
+from promptcot_mamba.demo.domain import Problem
+from promptcot_mamba.demo.settings import EvalSettings
 from promptcot_mamba.llm.base import GenerationRequest
 from promptcot_mamba.text.prompts import paper_prompt
+
+if TYPE_CHECKING:
+    from promptcot_mamba.eval.harness import Graders
 
 
 def problem_seed(seed: int, index: int) -> int:
@@ -27,37 +33,28 @@ def problem_seed(seed: int, index: int) -> int:
     return (seed * 1_000_003 + index * 7919) & 0x7FFFFFFF
 
 
-class _MathOnly:
-    """The `Graders` face (`.math`) over a MathGrader the caller owns."""
+def evaluate_client(client, problems: Sequence[Problem], protocol: EvalSettings, *, seed: int, graders: Graders,
+                    out_path: str | Path | None = None, progress: bool = False,
+                    desc: str = "evaluating") -> dict[str, Any]:
+    """avg@k of `client` on `problems` under `protocol` (k = protocol.samples); returns {"accuracy"
+    (0..1), "stderr", "n_problems", "n_samples", "verdicts", "solved_any", "mean_tokens",
+    "truncation_rate", "metric"}. `graders` is the caller's (its worker pool starts once per run)."""
+    from tqdm.auto import tqdm
 
-    def __init__(self, math_grader):
-        self.math = math_grader
-
-
-def evaluate_client(client, items: Sequence[dict[str, Any]], *, samples: int, temperature: float, top_p: float,
-                    max_tokens: int, seed: int, out_path: str | Path | None = None, grader=None,
-                    name: str = "demo", progress: bool = False, desc: str = "evaluating") -> dict[str, Any]:
-    """items: [{"problem", "answer"}]; returns {"accuracy" (0..1), "stderr", "n_problems", "n_samples",
-    "verdicts", "solved_any", "mean_tokens", "truncation_rate"}.
-
-    grader: a `eval.harness.Graders` or `eval.math_grader.MathGrader` to reuse (its worker pool starts
-    once); by default a strict single-worker one is made and closed here."""
     from promptcot_mamba.eval.benchmarks import custom_benchmark
-    from promptcot_mamba.eval.harness import Graders, grade_rows
+    from promptcot_mamba.eval.harness import grade_rows
     from promptcot_mamba.eval.report import summarize
     from promptcot_mamba.eval.verdict import CORRECT
 
-    if samples < 1:
-        raise ValueError(f"evaluate_client: samples must be >= 1, got {samples}")
-    bench = custom_benchmark(name, [(f"{i:04d}", it["problem"], str(it["answer"])) for i, it in enumerate(items)])
+    name, k = "demo", protocol.samples
+    bench = custom_benchmark(name, [(f"{i:04d}", p.problem, p.gold) for i, p in enumerate(problems)])
     backend = getattr(client, "name", type(client).__name__)
-    requests = [GenerationRequest(prompt=paper_prompt(p.question), max_tokens=max_tokens, temperature=temperature,
-                                  top_p=top_p, n=samples, seed=problem_seed(seed, i),
+    requests = [GenerationRequest(prompt=paper_prompt(p.question), max_tokens=protocol.max_new_tokens,
+                                  temperature=protocol.temperature, top_p=protocol.top_p, n=k,
+                                  seed=problem_seed(seed, i),
                                   metadata={"stage": "eval", "benchmark": name, "problem_id": p.problem_id,
                                             "problem": p.question, "answer": p.gold})
                 for i, p in enumerate(bench.problems)]
-    from tqdm.auto import tqdm
-
     t0 = time.perf_counter()
     gens = []
     chunk = 64  # requests per generate call: what the engine batches, and the progress granularity
@@ -65,32 +62,53 @@ def evaluate_client(client, items: Sequence[dict[str, Any]], *, samples: int, te
         for start in range(0, len(requests), chunk):
             gens.extend(client.generate(requests[start:start + chunk]))
             bar.update(min(chunk, len(requests) - start))
-    per = (time.perf_counter() - t0) / max(1, len(requests) * samples)
-    if len(gens) != len(requests) or any(len(g) != samples for g in gens):
-        raise RuntimeError(f"client {backend!r} did not return {samples} samples for each of {len(requests)} "
-                           "requests")
+    per = (time.perf_counter() - t0) / max(1, len(requests) * k)
+    if len(gens) != len(requests) or any(len(g) != k for g in gens):
+        raise RuntimeError(f"client {backend!r} did not return {k} samples for each of {len(requests)} requests")
     rows = [{"benchmark": name, "problem_id": p.problem_id, "sample_index": j, "seed": problem_seed(seed, i) + j,
              "completion": g.text, "finish_reason": g.finish_reason, "completion_tokens": g.completion_tokens,
              "error": g.error, "gen_time_s": g.latency_s if g.latency_s is not None else per, "backend": backend}
             for i, (p, gs) in enumerate(zip(bench.problems, gens)) for j, g in enumerate(gs)]
-    own = grader is None
-    graders = Graders(lenient=False, workers=1) if own else (grader if hasattr(grader, "math") else _MathOnly(grader))
-    try:
-        graded = grade_rows(bench, rows, graders, progress=False)
-    finally:
-        if own:
-            graders.close()
-    summary = summarize(bench, graded, n=samples, sampling={"temperature": temperature, "top_p": top_p,
-                                                            "max_tokens": max_tokens, "n": samples, "seed": seed})
+    graded = grade_rows(bench, rows, graders, progress=False)
+    summary = summarize(bench, graded, n=k, sampling={"temperature": protocol.temperature, "top_p": protocol.top_p,
+                                                      "max_tokens": protocol.max_new_tokens, "n": k, "seed": seed})
     if out_path is not None:
         by_id = bench.by_id()
-        p = Path(out_path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with open(p, "w") as f:
-            for r in graded:
-                f.write(json.dumps({"problem": by_id[r["problem_id"]].question, **r}, ensure_ascii=False) + "\n")
+        write_jsonl(out_path, ({"problem": by_id[r["problem_id"]].question, **r} for r in graded))
     solved = {r["problem_id"] for r in graded if r["verdict"] == CORRECT}
-    return {"accuracy": summary["score"] / 100, "stderr": summary["stderr"] / 100, "n_problems": len(items),
+    return {"accuracy": summary["score"] / 100, "stderr": summary["stderr"] / 100, "n_problems": len(problems),
             "n_samples": len(graded), "verdicts": {k: v for k, v in summary["verdicts"].items() if v},
             "solved_any": len(solved), "mean_tokens": summary.get("mean_completion_tokens"),
             "truncation_rate": summary["truncation_rate"], "metric": summary["metric"]}
+
+
+def load_client(folder: str | None, tokenizer_dir: str, *, init_model: dict | None = None, seed: int = 0):
+    """(an LLMClient, its model) over a checkpoint folder, or over a freshly initialised model built
+    from the recipe's model section `init_model` when folder is None (the "untrained" row)."""
+    import json
+
+    import torch
+
+    from promptcot_mamba.model.lm import Mamba2LM
+    from promptcot_mamba.text.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_pretrained(tokenizer_dir)
+    if folder is None:
+        from promptcot_mamba.train.models import build_model
+        from promptcot_mamba.train.recipe import ModelSpec
+
+        torch.manual_seed(seed)
+        model = build_model(ModelSpec.from_dict(init_model, "init", Path(".")), tok).eval()
+    elif json.loads((Path(folder) / "config.json").read_text()).get("model_type") == "mamba2":
+        model = Mamba2LM.from_pretrained(folder)
+    else:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    if isinstance(model, Mamba2LM):
+        from promptcot_mamba.generate.client import EngineClient
+
+        return EngineClient(model, tok), model
+    from promptcot_mamba.llm.hf_client import TransformersClient
+
+    return TransformersClient(model, tok, name=Path(folder).name if folder else "init"), model

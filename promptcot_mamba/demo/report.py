@@ -16,10 +16,11 @@ Plots are PNG through matplotlib's Agg backend (no display needed).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from promptcot_mamba.common.files import atomic_write_text
 
 # -------------------------------------------------------------------------------------- tables
 
@@ -230,7 +231,7 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
         made["memory"] = plot_efficiency(pts, plots / "memory.png", metric="context_bytes")
     text = render_markdown(results, {k: str(v.relative_to(out)) for k, v in made.items()})
     path = out / "report.md"
-    path.write_text(text)
+    atomic_write_text(path, text)
     return path
 
 
@@ -240,7 +241,6 @@ def render_markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
     data = results.get("data", {})
     eff = results.get("efficiency", {})
     timing = results.get("timing", {})
-    notes = results.get("notes", [])
     L: list[str] = []
     L.append(f"# promptcot-mamba demo — {cfg.get('name', 'default')} run, seed {cfg.get('seed')}")
     L.append("")
@@ -301,12 +301,6 @@ def render_markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
     if plots.get("loss"):
         L.append(f"![loss]({plots['loss']})")
         L.append("")
-    if notes:
-        L.append("## Notes")
-        L.append("")
-        for n in notes:
-            L.append(f"- {n}")
-        L.append("")
     if timing:
         cpu = results.get("cpu", {})
         L.append("## Wall time")
@@ -333,6 +327,3 @@ def render_markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
     L.append("")
     return "\n".join(L)
 
-
-def load_results(out_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(out_dir) / "results.json").read_text())

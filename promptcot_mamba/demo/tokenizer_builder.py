@@ -4,7 +4,7 @@ A byte-level BPE whose pre-tokenizer splits every digit into its own token: colu
 one token per digit (a merged "84" would hide the digit the next step reads), while words of the
 fixed prompt ("Please reason step by step, …") may merge freely, which keeps sequences short — the
 largest lever on CPU training time. The chat markers and `<think>`/`</think>` are special tokens so
-they are always one id and never split (the paper's prompt, DESIGN.md).
+they are always one id and never split (the prompt layout: docs/formats.md, "Prompt layout").
 
 The result is saved through `promptcot_mamba.text.tokenizer.Tokenizer` (tokenizer.json +
 tokenizer_config.json with the ChatML template), so every part of the system loads it the same way.
@@ -13,7 +13,6 @@ tokenizer_config.json with the ChatML template), so every part of the system loa
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
 from promptcot_mamba.text.prompts import CHATML_TEMPLATE
 from promptcot_mamba.text.tokenizer import Tokenizer
@@ -57,9 +56,3 @@ def _without_specials(texts: Iterable[str]) -> Iterable[str]:
         for s in SPECIAL_TOKENS:
             t = t.replace(s, " ")
         yield t
-
-
-def save_tokenizer(tokenizer: Tokenizer, folder: str | Path) -> Path:
-    folder = Path(folder)
-    tokenizer.save(folder)
-    return folder

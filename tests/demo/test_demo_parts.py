@@ -225,12 +225,115 @@ def test_shipped_presets_load_and_bad_ones_name_the_field():
     for name in ("default", "quick"):
         s = DemoSettings.load(name)
         assert s.eval.samples >= 2 and len(s.recipe["phases"]) == 2
-    raw = dict(DemoSettings.load("quick").raw)
+    raw = DemoSettings.load("quick").model_dump(mode="json")
     raw["eval"] = {**raw["eval"], "samples": 1}
     with pytest.raises(SettingsError, match=r"eval\.samples"):
         DemoSettings.from_dict(raw, source="x.yaml")
     with pytest.raises(SettingsError, match="not found"):
         DemoSettings.load("no-such-preset")
+
+
+_MINIMAL_PRESET = """
+data: {train_foundational: 10, composed: 10, test_foundational: 2, test_composed: 2}
+eval: {samples: 2, max_new_tokens: 8}
+efficiency: {lengths: [32, 8, 32]}
+baseline: {architecture: LlamaForCausalLM, config: {hidden_size: 32}}
+recipe:
+  model: {kind: mamba2, config: {hidden_size: 32}}
+  phases: [{name: only, datasets: [{kind: jsonl, path: sft.jsonl, schema: sft}], max_length: 64, steps: 2}]
+"""
+
+
+def test_a_preset_gets_the_field_defaults_and_its_file_name(tmp_path):
+    from promptcot_mamba.demo.settings import DemoSettings
+
+    path = tmp_path / "mine.yaml"
+    path.write_text(_MINIMAL_PRESET)
+    s = DemoSettings.load(path)
+    assert s.name == "mine" and s.source == str(path) and s.seed == 0
+    assert (s.data.seeds, s.data.combos, s.data.tokenizer_vocab, s.data.replay) == (48, 16, 384, 0.25)
+    assert (s.eval.temperature, s.eval.top_p) == (0.5, 0.95)
+    assert s.efficiency.lengths == (8, 32) and s.efficiency.batch == 4
+    assert (s.run.threads, s.run.workers) == (1, 2) and s.baseline.match_parameters is True
+
+
+@pytest.mark.parametrize("edit, field", [
+    ("data:\n  trian_foundational: 5", "data.trian_foundational"),   # a typo is not silently a default
+    ("colour: blue", "colour"),
+    ("eval: {samples: 2, max_new_tokens: true}", "eval.max_new_tokens"),
+    ("efficiency: {lengths: []}", "efficiency.lengths"),
+])
+def test_a_bad_preset_names_the_field_and_the_file(tmp_path, edit, field):
+    import yaml
+
+    from promptcot_mamba.common.config import ConfigError
+    from promptcot_mamba.demo.settings import DemoSettings, SettingsError
+
+    raw = yaml.safe_load(_MINIMAL_PRESET)
+    for key, value in yaml.safe_load(edit).items():
+        raw[key] = {**raw[key], **value} if isinstance(value, dict) and key in raw else value
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SettingsError) as err:
+        DemoSettings.load(path)
+    assert isinstance(err.value, ConfigError)
+    assert f"{path}: {field}:" in str(err.value)
+
+
+def test_the_recipe_section_is_checked_when_the_preset_loads(tmp_path):
+    import yaml
+
+    from promptcot_mamba.demo.settings import DemoSettings, SettingsError
+
+    raw = yaml.safe_load(_MINIMAL_PRESET)
+    raw["recipe"]["phases"][0]["steps"] = 0
+    with pytest.raises(SettingsError, match=r"x\.yaml: recipe.*phases\[0\]\.steps"):
+        DemoSettings.from_dict(raw, source="x.yaml")
+
+
+# -------------------------------------------------------------------------------------- pipeline
+
+
+def test_an_arch_job_crosses_to_the_spawned_worker_whole():
+    import pickle
+
+    from promptcot_mamba.demo.pipeline import ArchJob, EvalJob
+    from promptcot_mamba.demo.settings import DemoSettings
+
+    s = DemoSettings.load("quick")
+    held_out = {"foundational": tuple(sample_problems(1, "foundational", 3))}
+    job = ArchJob("Mamba-2", "mamba2", dict(s.recipe), "data", "train/mamba2",
+                  EvalJob("tokenizer", held_out, s.eval, "eval", 3), with_untrained=True, threads=1, progress=False)
+    again = pickle.loads(pickle.dumps(job))
+    assert again == job and again.evaluation.held_out["foundational"][0].answer == held_out["foundational"][0].answer
+    with pytest.raises(AttributeError):
+        job.slug = "other"  # frozen: a job is fixed once planned
+
+
+def test_run_demo_process_settings_are_restored():
+    import os
+    import warnings
+
+    import torch
+
+    from promptcot_mamba.demo.pipeline import _process_settings
+
+    hf_logging = pytest.importorskip("transformers.utils.logging")
+    threads = torch.get_num_threads()
+    env = os.environ.pop("TOKENIZERS_PARALLELISM", None)
+    torch.set_num_threads(2)
+    filters, verbosity = list(warnings.filters), hf_logging.get_verbosity()
+    try:
+        with _process_settings(1):
+            assert torch.get_num_threads() == 1 and os.environ["TOKENIZERS_PARALLELISM"] == "false"
+            assert warnings.filters[0][2] is FutureWarning
+            assert hf_logging.get_verbosity() == hf_logging.ERROR
+        assert torch.get_num_threads() == 2 and warnings.filters == filters
+        assert hf_logging.get_verbosity() == verbosity and "TOKENIZERS_PARALLELISM" not in os.environ
+    finally:
+        torch.set_num_threads(threads)
+        if env is not None:
+            os.environ["TOKENIZERS_PARALLELISM"] = env
 
 
 def test_matched_baseline_is_close_in_parameters():
