@@ -1,9 +1,9 @@
 """The paper's seven benchmarks (Table 1): where each file comes from, its pinned hash, and how a record
 becomes a `Problem` (id, prompt text, gold answer or tests).
 
-Sources, in order: a local folder (`benchmark_dir=` / `--benchmark-dir` / `$PCM_BENCHMARK_DIR`, laid out
-like ../shared/data/benchmarks, whose README documents every file), then the Hugging Face Hub. Local
-files are pinned by sha256 and a mismatch is an error; Hub copies come in other layouts (parquet,
+Sources, in order: a local folder (`benchmark_dir=` / `--benchmark-dir` / `$PCM_BENCHMARK_DIR`, holding
+each file at the relative path `SPECS[name].file` gives, e.g. `aime24/test.jsonl`), then the Hugging Face
+Hub. Local files are pinned by sha256 and a mismatch is an error; Hub copies come in other layouts (parquet,
 other field names), so they are normalised and hashed as canonical JSON, and the report says
 `source: hub` with that hash. Every `Benchmark` carries name, source, version and hash for the report.
 
@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from promptcot_mamba.common.files import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +70,9 @@ SPECS: dict[str, BenchmarkSpec] = {s.name: s for s in [
                   ("livecodebench/code_generation_lite", None, "test")),
 ]}
 
-# LiveCodeBench's own instruction words (lighteval and the paper use them verbatim: they are part of
-# the benchmark protocol, eval_anchors.md §4).
+# LiveCodeBench's own instruction words (lcb_runner/prompts/code_generation.py in
+# github.com/LiveCodeBench/LiveCodeBench; lighteval and the paper's prompts use them verbatim, so they are
+# part of the benchmark protocol).
 _LCB_HEAD = ("You will be given a question (problem specification) and will generate a correct Python program "
              "that matches the specification and passes all tests.\n\nQuestion: {q}\n\n")
 _LCB_STARTER = ("You will use the following starter code to write the solution to the problem and enclose your "
@@ -78,7 +81,10 @@ _LCB_STDIN = ("Read the inputs from stdin solve the problem and write the answer
               "on the sample inputs). Enclose your code within delimiters as follows. Ensure that when the python "
               "program runs, it reads the inputs, runs the algorithm and writes output to STDOUT.\n"
               "```python\n# YOUR CODE HERE\n```\n\n")
-# HumanEval(+) for a reasoning model: no assistant prefill, no stop strings (eval_anchors.md §3).
+# HumanEval(+) for a reasoning model: no assistant prefill and no stop strings. EvalPlus's chat prompt
+# (evalplus/provider/utility.py) prefills the assistant turn with the opening of a code block and stops at
+# strings such as `\nif __name__`, which would skip the thinking or cut it short; only its request for
+# one self-contained code block is kept.
 _HUMANEVAL_INSTRUCTION = ("Complete the following Python function. Reason first, then give the complete, "
                           "self-contained solution (imports, helper functions and the function itself) in one "
                           "```python code block.\n\n```python\n{p}```")
@@ -123,6 +129,7 @@ class Benchmark:
 
 
 def default_benchmark_dir() -> Path | None:
+    """$PCM_BENCHMARK_DIR, else a `shared/data/benchmarks` folder beside the checkout if there is one."""
     env = os.environ.get("PCM_BENCHMARK_DIR")
     if env:
         return Path(env)
@@ -138,18 +145,6 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{i}: not JSON: {err}") from None
-    return rows
-
-
 def load_benchmark(name: str, *, benchmark_dir: str | Path | None = None, lcb_tests: str | Path | None = None,
                    allow_hub: bool = True, limit: int | None = None) -> Benchmark:
     """Load one benchmark by name (see ALL_BENCHMARKS)."""
@@ -163,7 +158,7 @@ def load_benchmark(name: str, *, benchmark_dir: str | Path | None = None, lcb_te
         if digest != spec.sha256:
             raise ValueError(f"{path}: sha256 {digest} does not match the pinned {spec.sha256} for {name} "
                              f"({spec.version}); refusing to evaluate on a different file")
-        rows = _read_jsonl(path)
+        rows = read_jsonl(path, torn_tail="parse")  # a bad line raises, naming file and line
         source = f"local:{path}"
     elif allow_hub:
         rows, digest = _load_hub(spec)

@@ -79,8 +79,9 @@ def _client(args):
 
         return OpenAIClient(args.base_url, model=args.api_model, max_concurrency=args.concurrency,
                             max_retries=args.max_retries)
-    from promptcot_mamba.generate.client import EngineClient
-    from promptcot_mamba.generate.engine import Engine, EngineConfig
+    # `--model DIR`: the in-process engine (eval sits above generate in the layering), through the names the
+    # generate package exports and its client module, so that package may rearrange its internals freely.
+    from promptcot_mamba.generate import Engine, EngineClient, EngineConfig
 
     cfg = EngineConfig(max_slots=args.max_slots or (4096 if args.memory_budget else 64),
                        memory_budget_gb=args.memory_budget, max_queue=100000, max_prompt_tokens=131072,

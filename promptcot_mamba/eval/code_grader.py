@@ -2,7 +2,8 @@
 base + plus inputs) and LiveCodeBench (stdin and functional tests), all run in `sandbox.run_python`.
 
 The code graded is the LAST fenced Python block after the last `</think>` (text.reasoning.split_reasoning);
-no `</think>` or no block is `no_answer` (eval_anchors.md §3, §4: drafts inside the thinking are never run).
+no `</think>` or no block is `no_answer`. Drafts inside the thinking are never run: EvalPlus's sanitizer
+and LiveCodeBench's extractor, given a whole reasoning trace, can pick one of them instead of the answer.
 
 ERRATA (known upstream defects and how they are handled):
 - HumanEval+/32 (`find_zero`): the HumanEval-format release (HumanEvalPlus-OriginFmt) calls
@@ -12,7 +13,8 @@ ERRATA (known upstream defects and how they are handled):
   upstream PR #201): our verdict on /32 differs from that release by design.
 - HumanEval+/4 and /2 carry atol 1e-6; float outputs get atol 1e-6 when the task says 0 (EvalPlus rule).
 - LiveCodeBench: ~11 problems accept several outputs but are graded against one, 2 are interactive, 4
-  have wrong tests (LCB ERRATA.md). They are kept, as every published number keeps them.
+  have wrong tests (ERRATA.md in github.com/LiveCodeBench/LiveCodeBench). They are kept, as every
+  published number keeps them.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from promptcot_mamba.common.files import atomic_write_bytes
 from promptcot_mamba.eval import sandbox as sb
 from promptcot_mamba.eval.livecodebench import restricted_loads
 from promptcot_mamba.eval.verdict import CORRECT, INFRA_ERROR, NO_ANSWER, RUNTIME_ERROR, TIMEOUT, WRONG
@@ -148,9 +151,7 @@ class CodeGrader:
         self._gt.update(gt)
         if use_cache:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(pickle.dumps(gt, protocol=4))
-            tmp.replace(path)
+            atomic_write_bytes(path, pickle.dumps(gt, protocol=4))
         return {"groundtruth": "computed", "path": str(path), "seconds": time.perf_counter() - t0}
 
     def _compute_groundtruth(self, problems, *, progress: bool) -> dict[str, dict]:

@@ -1,38 +1,36 @@
 """The evaluation pipeline: generate (resumable) -> grade -> report, as three separate steps over JSONL.
 
-Protocol (paper §3, eval_anchors.md §0): the ChatML prompt with `<think>\\n` prefilled and the math suffix
-(`text.prompts.paper_prompt`), temperature 0.8, top_p 0.95, repetition penalty 1.1, up to 65,536 new
-tokens, avg@16 on AIME, avg@8 on LiveCodeBench, pass@1 elsewhere. Every one is a default the caller can
-override, and every one is written into the report.
+Protocol (paper §3, and the authors' generation script `PromptCoT_Mamba/infer_longcot.py` in
+https://github.com/inclusionAI/PromptCoT): the ChatML prompt with `<think>\\n` prefilled and the math
+suffix (`text.prompts.paper_prompt`), temperature 0.8, top_p 0.95, repetition penalty 1.1, up to 65,536
+new tokens, avg@16 on AIME, avg@8 on LiveCodeBench, pass@1 elsewhere. Every one is a default the caller
+can override, and every one is written into the report.
 
 Samples: exactly n per problem, sample i drawn with seed `seed + i` (the paper increments the seed per
 repetition), each its own request with n=1 so a backend never has to honour per-sample seeds itself.
 `samples.jsonl` is appended as results arrive; a rerun skips samples already there and retries those
 whose generation failed. A problem that still lacks a sample after generation is an error, never a
-silent average over fewer (lighteval #771).
+silent average over fewer (the mistake of huggingface/lighteval issue #771).
 
 Files under `out_dir/<benchmark>/`: samples.jsonl (raw generations), verdicts.jsonl (one graded row per
-sample); `out_dir/report.json` and `report.md` (report.py).
+sample; fields in docs/formats.md, "Evaluation rows"); `out_dir/report.json` and `report.md` (report.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from promptcot_mamba.common.files import append_jsonl, read_jsonl, write_jsonl
 from promptcot_mamba.eval.benchmarks import SPECS, Benchmark, Problem, custom_benchmark, load_benchmark
 from promptcot_mamba.eval.verdict import INFRA_ERROR
 from promptcot_mamba.llm.base import GenerationRequest, LLMClient
 from promptcot_mamba.text.prompts import paper_prompt
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -87,19 +85,11 @@ def _prompt_for(p: Problem) -> str:
     return paper_prompt(p.question, math=p.math)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    log.warning("%s: skipping a torn line (interrupted write)", path)
-    return rows
+def _read_rows(path: Path) -> list[dict]:
+    """Sample rows, tolerant: no file yet is no rows; a line that does not parse (a write torn by a crash,
+    wherever it sits) is skipped with a warning; a last line without its newline is still read (files
+    made by other tools often end that way)."""
+    return read_jsonl(path, on_bad="skip", missing_ok=True, torn_tail="parse")
 
 
 def generate_samples(client: LLMClient, bench: Benchmark, sampling: SamplingConfig, samples_path: str | Path, *,
@@ -111,15 +101,14 @@ def generate_samples(client: LLMClient, bench: Benchmark, sampling: SamplingConf
     path.parent.mkdir(parents=True, exist_ok=True)
     n = sampling.n_for(bench.name)
     done: dict[tuple[str, int], dict] = {}
-    for r in _read_jsonl(path):
+    for r in _read_rows(path):
         key = (r["problem_id"], int(r["sample_index"]))
         if r.get("error") is None or key not in done:
             done[key] = r  # a later successful row replaces an earlier failure
     todo = [(p, i) for p in bench.problems for i in range(n)
             if (p.problem_id, i) not in done or done[(p.problem_id, i)].get("error") is not None]
     backend = getattr(client, "name", type(client).__name__)
-    with open(path, "a", encoding="utf-8") as f, \
-            tqdm(total=len(todo), disable=not progress, desc=f"generating {bench.name}") as bar:
+    with tqdm(total=len(todo), disable=not progress, desc=f"generating {bench.name}") as bar:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             reqs = [GenerationRequest(prompt=_prompt_for(p), max_tokens=sampling.max_tokens,
@@ -132,6 +121,7 @@ def generate_samples(client: LLMClient, bench: Benchmark, sampling: SamplingConf
             outs = client.generate(reqs)
             if len(outs) != len(reqs):
                 raise RuntimeError(f"{backend}: returned {len(outs)} results for {len(reqs)} requests")
+            rows = []
             for (p, i), gens in zip(chunk, outs):
                 if len(gens) != 1:
                     raise RuntimeError(f"{backend}: returned {len(gens)} samples for a request with n=1")
@@ -141,9 +131,9 @@ def generate_samples(client: LLMClient, bench: Benchmark, sampling: SamplingConf
                        "completion_tokens": g.completion_tokens, "error": g.error,
                        "gen_time_s": g.latency_s if g.latency_s is not None else (time.perf_counter() - t0) / len(chunk),
                        "backend": backend}
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                rows.append(row)
                 done[(p.problem_id, i)] = row
-            f.flush()
+            append_jsonl(path, rows)  # one append per chunk: a crash loses at most the chunk in flight
             bar.update(len(chunk))
     rows = [done[(p.problem_id, i)] for p in bench.problems for i in range(n) if (p.problem_id, i) in done]
     missing = len(bench.problems) * n - len(rows)
@@ -235,15 +225,6 @@ def grade_rows(bench: Benchmark, rows: list[dict], graders: Graders, *, progress
     return out
 
 
-def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-
-
 # ------------------------------------------------------------------------------------------ entry points
 def evaluate_benchmark(client: LLMClient, bench: Benchmark, config: EvalConfig, graders: Graders) -> dict:
     from promptcot_mamba.eval.report import summarize
@@ -252,7 +233,7 @@ def evaluate_benchmark(client: LLMClient, bench: Benchmark, config: EvalConfig, 
     rows = generate_samples(client, bench, config.sampling, bdir / "samples.jsonl", batch_size=config.batch_size,
                             progress=config.progress)
     verdicts = grade_rows(bench, rows, graders, progress=config.progress)
-    _write_jsonl(bdir / "verdicts.jsonl", verdicts)
+    write_jsonl(bdir / "verdicts.jsonl", verdicts)
     return summarize(bench, verdicts, n=config.sampling.n_for(bench.name), sampling=asdict(config.sampling))
 
 
@@ -306,7 +287,7 @@ def grade_file(samples_path: str | Path, out_dir: str | Path, *, benchmark_dir: 
     [sample_index]}; writes out_dir/verdicts.jsonl (input rows + verdict) and the report."""
     from promptcot_mamba.eval.report import summarize, write_report
 
-    rows = _read_jsonl(Path(samples_path))
+    rows = _read_rows(Path(samples_path))
     if not rows:
         raise ValueError(f"{samples_path}: no rows")
     by_bench: dict[str, list[dict]] = defaultdict(list)
@@ -347,7 +328,7 @@ def grade_file(samples_path: str | Path, out_dir: str | Path, *, benchmark_dir: 
                                 else {})})
             summaries.append(summarize(sub, graded, n=ns.pop(), sampling=None))
         out_dir = Path(out_dir)
-        _write_jsonl(out_dir / "verdicts.jsonl", all_verdicts)
+        write_jsonl(out_dir / "verdicts.jsonl", all_verdicts)
         digest = hashlib.sha256(Path(samples_path).read_bytes()).hexdigest()
         return write_report(out_dir, summaries, model=model_name or Path(samples_path).stem, backend="external",
                             graders=graders.info(), extra={"samples_file": str(samples_path), "samples_sha256": digest})

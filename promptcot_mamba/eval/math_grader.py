@@ -1,16 +1,19 @@
 """Strict math grading: the last `\\boxed{}` after the last `</think>`, checked with math-verify.
 
-Rules (eval_anchors.md §1, §6, §10):
+Rules:
 - The answer part is the text after the last `</think>` (text.reasoning.split_reasoning). No `</think>`
   (a truncated or unfinished thought) or no `\\boxed{}` in the answer part is `no_answer`: grading text
-  inside an unfinished thought inflates MATH-500 by ~10 points (verifiers PR #213).
-- The gold answer is wrapped in `\\boxed{}` before parsing (an un-delimited gold parses to nothing,
-  Math-Verify #70) and `verify(gold, pred)` is called in that order (it is asymmetric by design).
+  inside an unfinished thought inflates MATH-500 by ~10 points (PrimeIntellect-ai/verifiers PR #213).
+- The gold answer is wrapped in `\\boxed{}` before parsing (math-verify finds answers only inside a LaTeX
+  environment, so a bare gold parses to nothing: huggingface/Math-Verify issue #70) and
+  `verify(gold, pred)` is called in that order (math-verify is asymmetric by design: a gold interval
+  does not accept an inequality, a gold inequality accepts the interval).
 - math-verify's own signal-based timeouts are off; `worker_pool.TimeoutPool` kills a verification that
   runs past `timeout_s` in its worker process (verdict `timeout`).
-- OlympiadBench: items marked `is_multiple_answer` collect every box of the answer part (the official
-  judger's rule), split both sides at top-level commas (a `\\pm` gives two answers) and match them as
-  unordered multisets; a per-item absolute tolerance (`error` field) is honoured for numbers.
+- OlympiadBench: items marked `is_multiple_answer` collect every box of the answer part, split both
+  sides at top-level commas (a `\\pm` gives two answers) and match them as unordered multisets; a
+  per-item absolute tolerance (`error` field) is honoured for numbers. These are the rules of the
+  official judger (inference/code/math_judger.py in github.com/OpenBMB/OlympiadBench).
 
 `grade_math(completion, gold)` grades one; `MathGrader.grade_many` grades many in parallel.
 The paper-compatible lenient mode lives in paper_grader.py and runs in the same pool.

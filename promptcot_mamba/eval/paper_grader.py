@@ -1,6 +1,7 @@
 """The lenient, paper-compatible math grader, reported beside the strict number.
 
-The paper's `calc_acc_aime.py` (PromptCoT_Mamba/, eval_anchors.md §0) marks a sample correct if EITHER
+The authors' `PromptCoT_Mamba/calc_acc_aime.py` (https://github.com/inclusionAI/PromptCoT) marks a
+sample correct if EITHER
 a Qwen2.5-Math-style check (answer extracted from the WHOLE completion — thinking included — with a
 last-number fallback, normalised, compared as strings, as numbers within 1e-4 relative including the
 percent variants, or symbolically) OR a Minerva-style check (last `\\boxed{}` of the whole completion,

@@ -1,8 +1,9 @@
 """Scores and the report: JSON for machines, Markdown in Table 1's layout for people.
 
-Score = avg@n = mean over problems of the fraction of that problem's n samples graded correct (= pass@1
-estimated from n samples, Codex estimator with k=1; eval_anchors.md §7). Uncertainty: the standard error
-over problems of the per-problem means; the paper's "±" (std of per-run accuracies) is reported too.
+Score = avg@n = mean over problems of the fraction of that problem's n samples graded correct. This is
+pass@1 estimated from n samples: the unbiased pass@k estimator of the Codex paper (Chen et al. 2021,
+arXiv:2107.03374), 1 - C(n-c, k)/C(n, k), is c/n for k = 1. Uncertainty: the standard error over problems
+of the per-problem means; the paper's "±" (std of per-run accuracies) is reported too.
 A problem without exactly n samples (indices 0..n-1) raises `ShortfallError`; samples whose generation
 or grading failed (`infra_error`) make the benchmark `complete: false` — they count as not correct and
 are listed, never dropped.
@@ -18,6 +19,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from promptcot_mamba.common.files import atomic_write_json, atomic_write_text
 from promptcot_mamba.eval.benchmarks import SPECS, Benchmark
 from promptcot_mamba.eval.verdict import CORRECT, INFRA_ERROR, VERDICTS
 
@@ -103,8 +105,8 @@ def write_report(out_dir: str | Path, summaries: list[dict], *, model: str, back
     out.mkdir(parents=True, exist_ok=True)
     report = {"model": model, "backend": backend, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "machine": _machine(), "graders": graders, "benchmarks": summaries, **(extra or {})}
-    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str))
-    (out / "report.md").write_text(render_markdown(report))
+    atomic_write_json(out / "report.json", report)
+    atomic_write_text(out / "report.md", render_markdown(report))
     return report
 
 
@@ -158,6 +160,6 @@ def load_report_rows(out_dir: str | Path) -> dict:
     p = out / "report.json"
     if not p.exists():
         raise FileNotFoundError(f"{out}: no report.json (run `pcm eval run` or `pcm eval grade` first)")
-    report = json.loads(p.read_text())
-    (out / "report.md").write_text(render_markdown(report))
+    report = json.loads(p.read_text(encoding="utf-8"))
+    atomic_write_text(out / "report.md", render_markdown(report))
     return report

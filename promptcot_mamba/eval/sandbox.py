@@ -1,6 +1,10 @@
 """Run untrusted Python (model-written code) in a throwaway, resource-limited subprocess.
 
-What it protects against (each layer is independent; see ../shared/notes/eval_anchors.md §8):
+The reference harnesses (openai/human-eval, EvalPlus, LiveCodeBench) run each sample in a child process
+behind Python-level guards, and say themselves that this is not a security sandbox. This one adds limits
+the kernel enforces and, with bubblewrap, Linux namespaces.
+
+What it protects against (each layer is independent):
 - runaway programs: a wall-clock limit after which the WHOLE process group (and, under bubblewrap, the
   whole pid namespace) is SIGKILLed; RLIMIT_CPU; RLIMIT_AS (memory bombs); RLIMIT_FSIZE (disk
   filling); RLIMIT_NOFILE; no core dumps; stdout/stderr capped (flooding) — the child is killed when
@@ -43,7 +47,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -87,17 +91,6 @@ class SandboxResult:
     isolation: str
     stdout_truncated: bool = False
     files: dict[str, bytes] = field(default_factory=dict, repr=False)  # requested output files
-
-    @property
-    def ok(self) -> bool:
-        return self.status == OK
-
-    def summary(self) -> dict:
-        d = asdict(self)
-        d.pop("files")
-        d["stdout"] = d["stdout"][-2000:]
-        d["stderr"] = d["stderr"][-2000:]
-        return d
 
 
 def _bwrap_works() -> bool:

@@ -1,5 +1,6 @@
 """Per-sample verdicts. An infrastructure failure (backend error, grader crash) is never a wrong answer:
-it is `infra_error`, reported separately and excluded from nothing silently (STYLE.md §13)."""
+it is `infra_error`. It still counts as not correct, but the report lists every such sample and marks the
+benchmark incomplete, so a failure is never hidden in the score (and never dropped from it)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,3 @@ RUNTIME_ERROR = "runtime_error"  # model code raised, crashed, or flooded its ou
 INFRA_ERROR = "infra_error"  # generation failed after retries, or the grader itself failed
 
 VERDICTS = (CORRECT, WRONG, NO_ANSWER, TIMEOUT, RUNTIME_ERROR, INFRA_ERROR)
-
-
-def check_verdict(v: str) -> str:
-    if v not in VERDICTS:
-        raise ValueError(f"unknown verdict {v!r}; expected one of {VERDICTS}")
-    return v

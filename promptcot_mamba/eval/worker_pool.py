@@ -73,8 +73,9 @@ def _worker_main(conn, memory_bytes: int | None, preload: Sequence[str] = ()) ->
 
 
 class _Worker:
-    """One worker: a plain `python worker_pool.py FD` subprocess talking over a socketpair. Not multiprocessing's spawn/forkserver: those re-import the caller's `__main__`, which
-    breaks (recursively) for any unguarded script that grades math."""
+    """One worker: a plain `python worker_pool.py FD` subprocess talking over a socketpair. Not
+    multiprocessing's spawn/forkserver: those re-import the caller's `__main__`, which breaks
+    (recursively) for any unguarded script that grades math."""
 
     def __init__(self, memory_bytes, preload: Sequence[str] = ()):
         import socket
@@ -202,7 +203,7 @@ class TimeoutPool:
         self._workers = []
 
 
-_LIVE: list[TimeoutPool] = []
+_LIVE: list[TimeoutPool] = []  # every pool made here: their workers are killed at interpreter exit
 
 
 @atexit.register
@@ -211,26 +212,14 @@ def _close_all() -> None:
         p.close()
 
 
-def _light_package() -> None:
-    """Make `promptcot_mamba.*` submodules importable WITHOUT running the package's __init__ (which imports
-    torch: ~2 s per worker start). The graders need only text/ and eval/, which are torch-free."""
-    import sys
-    import types
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    if "promptcot_mamba" not in sys.modules:
-        pkg = types.ModuleType("promptcot_mamba")
-        pkg.__path__ = [str(root)]
-        pkg.__file__ = str(root / "__init__.py")
-        sys.modules["promptcot_mamba"] = pkg
-
-
 if __name__ == "__main__":
     import sys
     from multiprocessing.connection import Connection
 
     sys.path[0:1] = []  # do not shadow stdlib modules with files next to this script
-    _light_package()
+    # Run the package's copy of this module, not this `__main__` one, so that a `Failed` unpickles in the
+    # parent as promptcot_mamba.eval.worker_pool.Failed. Importing the package costs nothing heavy: its
+    # __init__ is lazy (torch comes in only with a model symbol) and the graders need only text/ and eval/.
+    from promptcot_mamba.eval.worker_pool import _worker_main as main
 
-    _worker_main(Connection(int(sys.argv[1])), int(sys.argv[2]) or None, sys.argv[3:])
+    main(Connection(int(sys.argv[1])), int(sys.argv[2]) or None, sys.argv[3:])

@@ -113,7 +113,8 @@ class TransformersClient:
         add(getattr(self.tokenizer, "eos_token_id", None))
         gen_cfg = getattr(self.model, "generation_config", None)
         add(getattr(gen_cfg, "eos_token_id", None))
-        # ChatML models end a turn with <|im_end|>, whatever their nominal EOS is (DESIGN.md).
+        # ChatML models end a turn with <|im_end|>, whatever token their tokenizer names as EOS (base
+        # checkpoints often name <|endoftext|>): a reply that ran past it would go on to write a new turn.
         conv = getattr(self.tokenizer, "convert_tokens_to_ids", None) or getattr(self.tokenizer, "token_to_id", None)
         if conv is not None:
             try:

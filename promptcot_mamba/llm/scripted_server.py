@@ -13,6 +13,7 @@ Needs the `serve` extra (fastapi, uvicorn).
 
 import asyncio
 import contextlib
+import logging
 import random
 import socket
 import threading
@@ -153,6 +154,9 @@ class ScriptedEndpoint:
         return app
 
 
+_UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+
+
 @contextlib.contextmanager
 def serve_in_thread(app, host: str = "127.0.0.1", lifespan: str = "off") -> Iterator[str]:
     """Run an ASGI app with uvicorn on a free port of `host` in a daemon thread; yields the base
@@ -164,20 +168,28 @@ def serve_in_thread(app, host: str = "127.0.0.1", lifespan: str = "off") -> Iter
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="error", access_log=False, lifespan=lifespan,
+    # uvicorn's default log_config goes through logging.config.dictConfig, which flushes and closes every
+    # logging handler of the host process; log_config=None skips that. log_level and access_log still
+    # change uvicorn's own loggers process-wide: saved here and put back when the server stops.
+    saved = [(lg, lg.level, lg.handlers[:], lg.propagate) for lg in map(logging.getLogger, _UVICORN_LOGGERS)]
+    config = uvicorn.Config(app, log_config=None, log_level="error", access_log=False, lifespan=lifespan,
                             timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
                               name=f"scripted-endpoint:{port}")
     thread.start()
-    deadline = time.time() + 20
-    while not server.started:
-        if time.time() > deadline or not thread.is_alive():
-            raise RuntimeError("scripted endpoint did not start")
-        time.sleep(0.01)
     try:
+        deadline = time.time() + 20
+        while not server.started:
+            if time.time() > deadline or not thread.is_alive():
+                raise RuntimeError("scripted endpoint did not start")
+            time.sleep(0.01)
         yield f"http://{host}:{port}/v1"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+        for lg, level, handlers, propagate in saved:
+            lg.setLevel(level)
+            lg.handlers[:] = handlers
+            lg.propagate = propagate

@@ -1,4 +1,6 @@
-"""The paper's prompt format (§3.1, DESIGN.md): ChatML with `<think>\\n` prefilled."""
+"""The prompt format of the paper's evaluation: ChatML with `<think>\\n` prefilled, as in the authors'
+pre-rendered prompts (`PromptCoT_Mamba/data/*.jsonl` in https://github.com/inclusionAI/PromptCoT). The
+layout is in docs/formats.md, "Prompt layout"."""
 
 from __future__ import annotations
 
@@ -10,8 +12,7 @@ CHATML_TEMPLATE = (
 )
 
 
-def paper_prompt(problem: str, *, math: bool = True, think_prefill: bool = True) -> str:
+def paper_prompt(problem: str, *, math: bool = True) -> str:
     """`<|im_start|>user\\n{problem}{suffix}<|im_end|>\\n<|im_start|>assistant\\n<think>\\n`."""
     suffix = MATH_SUFFIX if math else ""
-    prompt = f"<|im_start|>user\n{problem}{suffix}<|im_end|>\n<|im_start|>assistant\n"
-    return prompt + ("<think>\n" if think_prefill else "")
+    return f"<|im_start|>user\n{problem}{suffix}<|im_end|>\n<|im_start|>assistant\n<think>\n"

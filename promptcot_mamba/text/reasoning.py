@@ -1,8 +1,9 @@
 """The one place that knows how a reasoning completion is laid out: `<think> … </think> answer`.
 
-Evaluation grades only the text after the *last* `</think>`; a completion without one has no answer
-(../shared/notes/eval_anchors.md). The server's reasoning split and the synthesis format checks use
-the same function so the three never disagree.
+Evaluation grades only the text after the *last* `</think>`; a completion without one has no answer,
+because grading text inside an unfinished thought credits drafts the model never committed to. The
+server's reasoning split and the synthesis format checks use the same function so the three never
+disagree. The layout is in docs/formats.md, "Prompt layout".
 """
 
 from __future__ import annotations

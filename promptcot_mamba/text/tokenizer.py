@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer as _HFTokenizer
 
+from promptcot_mamba.common.files import atomic_write_json, atomic_write_text
 from promptcot_mamba.text.prompts import CHATML_TEMPLATE
 
 
@@ -34,10 +35,10 @@ class Tokenizer:
         cfg = {}
         cf = folder / "tokenizer_config.json"
         if cf.exists():
-            cfg = json.loads(cf.read_text())
+            cfg = json.loads(cf.read_text(encoding="utf-8"))
         tmpl = cfg.get("chat_template")
         if (folder / "chat_template.jinja").exists():
-            tmpl = (folder / "chat_template.jinja").read_text()
+            tmpl = (folder / "chat_template.jinja").read_text(encoding="utf-8")
 
         def tokname(v):
             return v.get("content") if isinstance(v, dict) else v
@@ -46,13 +47,12 @@ class Tokenizer:
                    bos_token=tokname(cfg.get("bos_token")), pad_token=tokname(cfg.get("pad_token")))
 
     def save(self, folder: str | Path) -> None:
+        """tokenizer.json and tokenizer_config.json, each replaced atomically."""
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self._tok.save(str(folder / "tokenizer.json"))
+        atomic_write_text(folder / "tokenizer.json", self._tok.to_str(pretty=True))  # what `.save` writes
         cfg = {"chat_template": self.chat_template, "eos_token": self.eos_token, "bos_token": self.bos_token,
                "pad_token": self.pad_token, "tokenizer_class": "PreTrainedTokenizerFast"}
-        (folder / "tokenizer_config.json").write_text(json.dumps({k: v for k, v in cfg.items() if v is not None},
-                                                                 indent=2))
+        atomic_write_json(folder / "tokenizer_config.json", {k: v for k, v in cfg.items() if v is not None})
 
     # ------------------------------------------------------------------------------------------
     @property

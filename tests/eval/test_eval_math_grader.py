@@ -17,7 +17,7 @@ from promptcot_mamba.eval.math_grader import (
     split_top_level,
 )
 from promptcot_mamba.eval.paper_grader import extract_answer, lenient_worker
-from promptcot_mamba.eval.worker_pool import TimedOut, TimeoutPool
+from promptcot_mamba.eval.worker_pool import Failed, TimedOut, TimeoutPool
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +120,27 @@ def test_timeout_pool_kills_a_stuck_job_and_recovers():
         t0 = time.monotonic()
         out = pool.map("time:sleep", [(30,), (0,)], timeout_s=1.0)
         assert isinstance(out[0], TimedOut) and out[1] is None and time.monotonic() - t0 < 15
+    finally:
+        pool.close()
+
+
+def test_a_job_that_raises_comes_back_as_failed():
+    pool = TimeoutPool(1)
+    try:
+        out = pool.map("builtins:int", [("x",), ("5",)], timeout_s=30.0)
+        assert isinstance(out[0], Failed) and "ValueError" in out[0].error and out[1] == 5
+    finally:
+        pool.close()
+
+
+def test_a_worker_imports_the_graders_without_torch():
+    # Workers import the package the ordinary way; its lazy __init__ keeps torch out, so no worker start
+    # (one per core, and one after every killed job) pays for importing torch. `builtins:eval` runs the
+    # check inside the worker.
+    pool = TimeoutPool(1, preload=("promptcot_mamba.eval.math_grader", "promptcot_mamba.eval.paper_grader"))
+    try:
+        check = "'torch' in __import__('sys').modules"
+        assert pool.map("builtins:eval", [(check,)], timeout_s=60.0) == [False]
     finally:
         pool.close()
 

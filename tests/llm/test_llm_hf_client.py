@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+transformers = pytest.importorskip("transformers")  # the optional `hf` extra
 
 from promptcot_mamba.llm import GenerationRequest, LLMClient  # noqa: E402
 from promptcot_mamba.llm.hf_client import TransformersClient, smollm2_gguf_path  # noqa: E402
@@ -56,16 +56,35 @@ def test_protocol_counts_and_seeded_determinism(tiny):
     assert all(g.completion_tokens <= 12 for x in a for g in x)
 
 
-def test_greedy_matches_transformers_generate(tiny):
+def test_greedy_matches_transformers_generate(tiny, monkeypatch, assert_greedy_equivalent):
     client, model, tok = tiny
     ids = tok.encode("the quick brown", return_tensors="pt")
     bad = [tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")]
     ref = model.generate(ids, max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0,
                          suppress_tokens=bad, min_new_tokens=0)
+    # our decode loop and `generate` are two implementations (their sums may round differently), so
+    # record the client's tokens and compare them up to near-ties of the model
+    drawn: list[int] = []
+    sample = client._sample
+
+    def recording(logits, req, gen):
+        nxt = sample(logits, req, gen)
+        drawn.append(int(nxt[0]))
+        return nxt
+
+    monkeypatch.setattr(client, "_sample", recording)
     # same suppression through min_tokens so neither side stops early
     out = client.generate([GenerationRequest(prompt="the quick brown", max_tokens=10, min_tokens=10)])[0][0]
     assert out.finish_reason == "length" and out.completion_tokens == 10
-    assert out.text == tok.decode(ref[0, ids.shape[1]:], skip_special_tokens=True)
+
+    def logits_fn(seq):
+        logits = model(torch.tensor([seq])).logits[0, -1].float()
+        logits[bad] = -float("inf")  # suppressed on both sides
+        return logits
+
+    assert_greedy_equivalent(logits_fn, ids[0].tolist(), drawn, ref[0, ids.shape[1]:].tolist(),
+                             what="TransformersClient vs generate")
+    assert out.text == tok.decode(drawn, skip_special_tokens=True)
 
 
 def test_prefix_continues_the_rendered_chat(tiny):
