@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from promptcot_mamba.common.files import atomic_write_text
 from promptcot_mamba.model.config import ConfigError, Mamba2Config
 
 WEIGHTS = "model.safetensors"
@@ -170,13 +170,6 @@ def load_checkpoint(folder: str | Path) -> tuple[Mamba2Config, dict[str, torch.T
     return config, state
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(model, path: str | Path, *, max_shard_bytes: int = 5 * 2**30) -> Path:
     """Write config.json (transformers dialect) and safetensors weights; shards above max_shard_bytes."""
     folder = Path(path)
@@ -208,9 +201,9 @@ def save_checkpoint(model, path: str | Path, *, max_shard_bytes: int = 5 * 2**30
             for k, v in shard.items():
                 weight_map[k] = name
                 total += v.numel() * v.element_size()
-        _atomic_write_text(folder / INDEX, json.dumps({"metadata": {"total_size": total},
+        atomic_write_text(folder / INDEX, json.dumps({"metadata": {"total_size": total},
                                                        "weight_map": weight_map}, indent=2))
     hf = config.to_hf_dict()
     hf["torch_dtype"] = str(model.dtype).replace("torch.", "")
-    _atomic_write_text(folder / "config.json", json.dumps(hf, indent=2))
+    atomic_write_text(folder / "config.json", json.dumps(hf, indent=2))
     return folder

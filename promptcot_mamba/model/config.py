@@ -11,9 +11,9 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A model config that cannot describe a valid Mamba-2 model; the message names the field."""
+# a config that cannot describe a valid Mamba-2 model raises the project's one ConfigError (a
+# ValueError); the message names the field, and the file when it came from one
+from promptcot_mamba.common.config import ConfigError
 
 
 @dataclass(frozen=True)
