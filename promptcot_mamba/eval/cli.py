@@ -56,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--memory-budget", type=float, default=None, metavar="GB", help="in-process engine memory budget")
     r.add_argument("--max-slots", type=int, default=64, help="in-process engine concurrent sequences")
     r.add_argument("--dtype", default="auto", help="in-process engine dtype: auto, float32, bfloat16")
+    r.add_argument("--device", default="cpu", help="in-process engine device: cpu or cuda")
+    r.add_argument("--kernels", default="", metavar="KEY=VALUE,...",
+                   help="in-process engine hot-path implementations, as for pcm serve (model/kernels.py)")
     _add_grading_args(r)
     r.set_defaults(func=_run)
 
@@ -82,11 +85,14 @@ def _client(args):
     # `--model DIR`: the in-process engine (eval sits above generate in the layering), through the names the
     # generate package exports and its client module, so that package may rearrange its internals freely.
     from promptcot_mamba.generate import Engine, EngineClient, EngineConfig
+    from promptcot_mamba.model.kernels import Kernels
 
     cfg = EngineConfig(max_slots=args.max_slots or (4096 if args.memory_budget else 64),
                        memory_budget_gb=args.memory_budget, max_queue=100000, max_prompt_tokens=131072,
                        max_new_tokens=max(args.max_tokens, 1))
-    return EngineClient(Engine.from_pretrained(args.model, cfg, dtype=args.dtype), progress=False)
+    engine = Engine.from_pretrained(args.model, cfg, dtype=args.dtype, device=args.device,
+                                    kernels=Kernels.parse(args.kernels))
+    return EngineClient(engine, progress=False)
 
 
 def _run(args) -> int:

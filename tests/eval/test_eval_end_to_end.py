@@ -51,6 +51,15 @@ def test_pcm_eval_run_in_process_engine(tiny_model, tmp_path):
     assert report["backend"] == "engine"
 
 
+def test_pcm_eval_run_takes_the_kernels_setting(tiny_model, tmp_path, capsys):
+    args = ["eval", "run", "--model", str(tiny_model), "--benchmarks", "aime24", "--limit", "1", "--n", "1",
+            "--max-tokens", "4", "--quiet", "--workers", "1"]
+    assert main([*args, "--out", str(tmp_path / "a"), "--kernels", "ssd=recurrent,matvec=aten"]) == 0
+    _check_report(tmp_path / "a", {"aime24": 1})
+    assert main([*args, "--out", str(tmp_path / "b"), "--kernels", "matvec=mkl"]) == 2
+    assert "matvec must be one of" in capsys.readouterr().err
+
+
 def test_pcm_eval_run_through_the_openai_server(tiny_model, tmp_path):
     port = _free_port()
     log = open(tmp_path / "server.log", "w")
