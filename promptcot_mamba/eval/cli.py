@@ -62,8 +62,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_grading_args(r)
     r.set_defaults(func=_run)
 
-    g = esub.add_parser("grade", help="grade completions made elsewhere: rows {benchmark, problem_id, completion}")
-    g.add_argument("samples", help="JSONL of {benchmark, problem_id, completion[, sample_index]}")
+    g = esub.add_parser("grade", help="grade completions made elsewhere: rows {benchmark, problem_id, completion}",
+                        description="The whole file is checked before anything is graded (a bad row: exit 2, "
+                                    "nothing written). Problems may have different numbers of samples; the "
+                                    "report gives n per problem.")
+    g.add_argument("samples", help="JSONL of {benchmark, problem_id, completion[, sample_index, error]}; a row with "
+                                   "an `error` is a failed generation (infra_error)")
     g.add_argument("--out", required=True, help="writes OUT/verdicts.jsonl and OUT/report.{json,md}")
     g.add_argument("--allow-partial", action="store_true", help="allow a subset of a benchmark's problems")
     g.add_argument("--model-name", default=None)

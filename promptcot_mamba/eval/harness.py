@@ -10,7 +10,9 @@ Samples: exactly n per problem, sample i drawn with seed `seed + i` (the paper i
 repetition), each its own request with n=1 so a backend never has to honour per-sample seeds itself.
 `samples.jsonl` is appended as results arrive; a rerun skips samples already there and retries those
 whose generation failed. A problem that still lacks a sample after generation is an error, never a
-silent average over fewer (the mistake of huggingface/lighteval issue #771).
+silent average over fewer (the mistake of huggingface/lighteval issue #771). `pcm eval grade`
+(`grade_file`) takes files made elsewhere, where problems may have different numbers of samples; its
+report then gives n per problem and scores the mean of per-problem means (report.py).
 
 Files under `out_dir/<benchmark>/`: samples.jsonl (raw generations), verdicts.jsonl (one graded row per
 sample; fields in docs/formats.md, "Evaluation rows"); `out_dir/report.json` and `report.md` (report.py).
@@ -18,7 +20,8 @@ sample; fields in docs/formats.md, "Evaluation rows"); `out_dir/report.json` and
 
 from __future__ import annotations
 
-import hashlib
+import gzip
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -31,6 +34,8 @@ from promptcot_mamba.eval.benchmarks import SPECS, Benchmark, Problem, custom_be
 from promptcot_mamba.eval.verdict import INFRA_ERROR
 from promptcot_mamba.llm.base import GenerationRequest, LLMClient
 from promptcot_mamba.text.prompts import paper_prompt
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -279,58 +284,118 @@ def evaluate_problems(client: LLMClient, problems: Sequence[dict | tuple], out_d
         graders.close()
 
 
+# ------------------------------------------------------------------------------ grading files from elsewhere
+_ROW = "{benchmark, problem_id, completion[, sample_index, error]}"
+
+
+def _numbered_rows(path: Path) -> list[tuple[int, dict]]:
+    """(line number, row) for every row of a samples file. A line that is not a JSON object is refused,
+    naming file and line; a last line without its newline is read (other tools often write files so)."""
+    rows = read_jsonl(path, torn_tail="parse")  # one object per non-blank line, or a ValueError
+    with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as fh:
+        lines = [k for k, raw in enumerate(fh, 1) if raw.strip()]  # the lines read_jsonl parsed
+    return list(zip(lines, rows, strict=True))
+
+
+def _row_problem(r: dict) -> str | None:
+    """What is wrong with one row of a samples file, as "field: why", or None."""
+    for key in ("benchmark", "problem_id", "completion"):
+        if key not in r:
+            return f"{key}: missing (rows are {_ROW})"
+    if not isinstance(r["benchmark"], str) or r["benchmark"] not in SPECS:
+        return f"benchmark: unknown {r['benchmark']!r}; choose from {', '.join(SPECS)}"
+    pid = r["problem_id"]
+    if isinstance(pid, bool) or not isinstance(pid, str | int):
+        return f"problem_id: expected a string or an integer, got {type(pid).__name__}"
+    # A failed generation carries `error` (docs/formats.md, "Evaluation rows"); its completion may be null.
+    if not isinstance(r["completion"], str) and not (r["completion"] is None and r.get("error") is not None):
+        return (f"completion: expected a string, got {type(r['completion']).__name__} (null only on a row with "
+                "an `error`: a failed generation)")
+    idx = r.get("sample_index")
+    if idx is not None and (isinstance(idx, bool) or not isinstance(idx, int) or idx < 0):
+        return f"sample_index: expected an integer >= 0, got {idx!r}"
+    return None
+
+
+def _check_samples_file(path: str | Path, *, benchmark_dir: str | None = None, lcb_tests: str | None = None,
+                       allow_partial: bool = False) -> dict[str, tuple[Benchmark, list[dict]]]:
+    """Read and check a whole samples file before anything is graded: every row's fields, benchmark names,
+    problem ids, duplicate (problem_id, sample_index) pairs and, unless `allow_partial`, that every problem
+    of a benchmark is present. The first bad row is a ValueError naming file, line and field.
+
+    Returns {benchmark: (the benchmark, or the subset of its problems present, marked `partial`; its rows)}.
+    A row without `sample_index` gets its position among its problem's rows in file order. Problems may
+    have different numbers of samples (files from other systems often lack a few failed generations)."""
+    path = Path(path)
+    numbered = _numbered_rows(path)
+    if not numbered:
+        raise ValueError(f"{path}: no rows")
+    groups: dict[str, list[tuple[int, dict]]] = defaultdict(list)
+    for line, r in numbered:
+        why = _row_problem(r)
+        if why:
+            raise ValueError(f"{path}:{line}: {why}")
+        groups[r["benchmark"]].append((line, {**r, "problem_id": str(r["problem_id"])}))
+    out = {}
+    for name, items in groups.items():
+        bench = load_benchmark(name, benchmark_dir=benchmark_dir, lcb_tests=lcb_tests)
+        known = bench.by_id()
+        seen: dict[tuple[str, int], int] = {}  # (problem_id, sample_index) -> line
+        position: dict[str, int] = defaultdict(int)
+        for line, r in items:
+            pid = r["problem_id"]
+            if pid not in known:
+                raise ValueError(f"{path}:{line}: problem_id: {pid!r} is not in the benchmark {name}")
+            if r.get("sample_index") is None:
+                r["sample_index"] = position[pid]
+            position[pid] += 1
+            first = seen.setdefault((pid, r["sample_index"]), line)
+            if first != line:
+                raise ValueError(f"{path}:{line}: sample_index: problem {pid!r} of {name} already has sample "
+                                 f"{r['sample_index']} (line {first})")
+        if len(position) != len(bench.problems):
+            if not allow_partial:
+                raise ValueError(f"{path}: {name}: {len(position)} of {len(bench.problems)} problems present; "
+                                 "pass --allow-partial to grade a subset (the report then says so)")
+            bench = replace(bench, problems=[p for p in bench.problems if p.problem_id in position],
+                            extra={**bench.extra, "partial": f"{len(position)}/{len(bench.problems)}"})
+        out[name] = (bench, [r for _, r in items])
+    return out
+
+
 def grade_file(samples_path: str | Path, out_dir: str | Path, *, benchmark_dir: str | None = None,
                lcb_tests: str | None = None, allow_partial: bool = False, progress: bool = True,
                math_timeout_s: float = 10.0, lenient: bool = True, code_config=None, workers: int | None = None,
                model_name: str | None = None) -> dict:
     """`pcm eval grade`: grade completions made by any system. Rows: {benchmark, problem_id, completion,
-    [sample_index]}; writes out_dir/verdicts.jsonl (input rows + verdict) and the report."""
+    [sample_index, error]}; the whole file is checked first (`_check_samples_file`), so a bad row costs no
+    grading and writes nothing. Writes out_dir/verdicts.jsonl (input rows + verdict), rewritten after each
+    benchmark so a later failure keeps what was graded, then the report. A row with an `error` is a failed
+    generation: graded `infra_error` (counted as not correct, listed, benchmark marked incomplete)."""
+    from promptcot_mamba.eval.benchmarks import sha256_file
     from promptcot_mamba.eval.report import summarize, write_report
 
-    rows = _read_rows(Path(samples_path))
-    if not rows:
-        raise ValueError(f"{samples_path}: no rows")
-    by_bench: dict[str, list[dict]] = defaultdict(list)
-    for k, r in enumerate(rows, 1):
-        for key in ("benchmark", "problem_id", "completion"):
-            if key not in r:
-                raise ValueError(f"{samples_path}:{k}: missing field {key!r}")
-        if r["benchmark"] not in SPECS:
-            raise ValueError(f"{samples_path}:{k}: unknown benchmark {r['benchmark']!r}")
-        r["problem_id"] = str(r["problem_id"])
-        by_bench[r["benchmark"]].append(r)
+    groups = _check_samples_file(samples_path, benchmark_dir=benchmark_dir, lcb_tests=lcb_tests,
+                                allow_partial=allow_partial)
+    out = Path(out_dir)
+    for stale in ("verdicts.jsonl", "report.json", "report.md"):  # an earlier grading's: not this file's
+        (out / stale).unlink(missing_ok=True)
     graders = Graders(math_timeout_s=math_timeout_s, lenient=lenient, code_config=code_config, workers=workers)
-    all_verdicts, summaries = [], []
+    verdicts, summaries = [], []
     try:
-        for name, brows in by_bench.items():
-            bench = load_benchmark(name, benchmark_dir=benchmark_dir, lcb_tests=lcb_tests)
-            counter: dict[str, int] = defaultdict(int)
-            for r in brows:  # number samples per problem in file order when sample_index is absent
-                if r.get("sample_index") is None:
-                    r["sample_index"] = counter[r["problem_id"]]
-                counter[r["problem_id"]] += 1
-            ids = {r["problem_id"] for r in brows}
-            unknown = ids - set(bench.by_id())
-            if unknown:
-                raise ValueError(f"{name}: problem ids not in the benchmark: {sorted(unknown)[:5]}")
-            graded = grade_rows(bench, brows, graders, progress=progress)
-            all_verdicts += graded
-            ns = {counter[i] for i in ids}
-            if len(ns) != 1:
-                raise ValueError(f"{name}: problems have different sample counts {sorted(ns)}; every problem "
-                                 "needs the same n")
-            if len(ids) != len(bench.problems) and not allow_partial:
-                raise ValueError(f"{name}: {len(ids)} of {len(bench.problems)} problems present; pass "
-                                 "--allow-partial to grade a subset (the report then says so)")
-            sub = Benchmark(bench.name, [p for p in bench.problems if p.problem_id in ids], bench.source,
-                            bench.version, bench.sha256, {**bench.extra, **(
-                                {"partial": f"{len(ids)}/{len(bench.problems)}"} if len(ids) != len(bench.problems)
-                                else {})})
-            summaries.append(summarize(sub, graded, n=ns.pop(), sampling=None))
-        out_dir = Path(out_dir)
-        write_jsonl(out_dir / "verdicts.jsonl", all_verdicts)
-        digest = hashlib.sha256(Path(samples_path).read_bytes()).hexdigest()
-        return write_report(out_dir, summaries, model=model_name or Path(samples_path).stem, backend="external",
-                            graders=graders.info(), extra={"samples_file": str(samples_path), "samples_sha256": digest})
+        for name, (bench, rows) in groups.items():
+            try:
+                graded = grade_rows(bench, rows, graders, progress=progress)
+            except BaseException:
+                if verdicts:
+                    log.warning("grading %s failed; the verdicts of %s are in %s", name,
+                                ", ".join(s["benchmark"] for s in summaries), out / "verdicts.jsonl")
+                raise
+            verdicts += graded
+            write_jsonl(out / "verdicts.jsonl", verdicts)
+            summaries.append(summarize(bench, graded, n=None, sampling=None))
+        return write_report(out, summaries, model=model_name or Path(samples_path).stem, backend="external",
+                            graders=graders.info(),
+                            extra={"samples_file": str(samples_path), "samples_sha256": sha256_file(Path(samples_path))})
     finally:
         graders.close()

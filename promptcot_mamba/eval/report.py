@@ -2,11 +2,24 @@
 
 Score = avg@n = mean over problems of the fraction of that problem's n samples graded correct. This is
 pass@1 estimated from n samples: the unbiased pass@k estimator of the Codex paper (Chen et al. 2021,
-arXiv:2107.03374), 1 - C(n-c, k)/C(n, k), is c/n for k = 1. Uncertainty: the standard error over problems
-of the per-problem means; the paper's "±" (std of per-run accuracies) is reported too.
-A problem without exactly n samples (indices 0..n-1) raises `ShortfallError`; samples whose generation
-or grading failed (`infra_error`) make the benchmark `complete: false` — they count as not correct and
-are listed, never dropped.
+arXiv:2107.03374), 1 - C(n-c, k)/C(n, k), is c/n for k = 1. When n varies by problem (files graded by
+`pcm eval grade` where some generations are missing) the score is the same mean of per-problem means,
+so every problem weighs the same whatever its n; a pooled share of all samples would let problems with
+more samples count more.
+
+Uncertainty: the standard error over problems of the per-problem means, sqrt(sum_i (m_i - score)^2 /
+(P (P - 1))) for P problems with means m_i. The m_i are independent, each with the score as its
+expectation (problems are a sample from a population); so the spread of the m_i already holds the
+within-problem sampling noise, p(1-p)/n_i, whatever each n_i is, and its square is unbiased for the
+score's variance with equal or unequal n (the clustered standard error with problems as clusters; Miller
+2024, "Adding Error Bars to Evals", arXiv:2411.00640) — provided which problems lost samples does not
+depend on how hard they are. The paper's "±" (std of per-run accuracies) is reported too when
+every problem has the same samples.
+
+`summarize(..., n=N)` wants exactly N samples per problem (indices 0..N-1) and raises `ShortfallError`
+otherwise (`pcm eval run` generates exactly N); `n=None` takes whatever each problem has, at least one.
+Samples whose generation or grading failed (`infra_error`) make the benchmark `complete: false` — they
+count as not correct and are listed, never dropped.
 """
 
 from __future__ import annotations
@@ -52,29 +65,42 @@ def _std(xs: list[float]) -> float:
     return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
 
 
-def summarize(bench: Benchmark, rows: list[dict], *, n: int, sampling: dict | None) -> dict[str, Any]:
-    """One benchmark's numbers from its graded rows."""
+def summarize(bench: Benchmark, rows: list[dict], *, n: int | None, sampling: dict | None) -> dict[str, Any]:
+    """One benchmark's numbers from its graded rows; `n`: see the module docstring."""
     by_problem: dict[str, dict[int, dict]] = defaultdict(dict)
     for r in rows:
         idx = int(r["sample_index"])
         if idx in by_problem[r["problem_id"]]:
             raise ShortfallError(f"{bench.name}: duplicate sample {idx} for problem {r['problem_id']}")
         by_problem[r["problem_id"]][idx] = r
-    short = [(p.problem_id, len(by_problem.get(p.problem_id, {}))) for p in bench.problems
-             if sorted(by_problem.get(p.problem_id, {})) != list(range(n))]
-    if short:
-        raise ShortfallError(f"{bench.name}: {len(short)} problems lack exactly n={n} samples (indices 0..{n - 1}), "
-                             f"e.g. {short[:3]}; refusing to average over fewer")
+    if n is not None:
+        short = [(p.problem_id, len(by_problem.get(p.problem_id, {}))) for p in bench.problems
+                 if sorted(by_problem.get(p.problem_id, {})) != list(range(n))]
+        if short:
+            raise ShortfallError(f"{bench.name}: {len(short)} problems lack exactly n={n} samples (indices "
+                                 f"0..{n - 1}), e.g. {short[:3]}; refusing to average over fewer")
+    else:
+        empty = [p.problem_id for p in bench.problems if not by_problem.get(p.problem_id)]
+        if empty:
+            raise ShortfallError(f"{bench.name}: {len(empty)} problems have no sample, e.g. {empty[:3]}")
     pids = [p.problem_id for p in bench.problems]
-    per_problem = [_mean([by_problem[pid][i]["verdict"] == CORRECT for i in range(n)]) for pid in pids]
-    per_run = [_mean([by_problem[pid][i]["verdict"] == CORRECT for pid in pids]) for i in range(n)]
+    n_per_problem = {pid: len(by_problem[pid]) for pid in pids}
+    lo, hi = min(n_per_problem.values(), default=n or 0), max(n_per_problem.values(), default=n or 0)
+    per_problem = [_mean([r["verdict"] == CORRECT for r in by_problem[pid].values()]) for pid in pids]
+    # Runs (sample i of every problem) exist only when every problem has the same sample indices.
+    first = by_problem[pids[0]].keys() if pids else set()
+    runs = sorted(first) if all(by_problem[pid].keys() == first for pid in pids) else []
+    per_run = [_mean([by_problem[pid][i]["verdict"] == CORRECT for pid in pids]) for i in runs]
     counts = Counter(r["verdict"] for r in rows)
     out: dict[str, Any] = {
         "benchmark": bench.name, "title": SPECS[bench.name].title if bench.name in SPECS else bench.name,
-        "metric": f"avg@{n}" if n > 1 else "pass@1", "n": n, "problems": len(pids), "samples": len(rows),
+        "metric": ("pass@1" if hi == 1 else f"avg@{hi}") if lo == hi else f"avg@{lo}-{hi}",
+        "n": hi if lo == hi else None, "n_min": lo, "n_max": hi, "n_per_problem": n_per_problem,
+        "problems": len(pids), "samples": len(rows),
         "score": 100 * _mean(per_problem),
-        "stderr": 100 * _std(per_problem) / math.sqrt(len(per_problem)) if per_problem else float("nan"),
-        "std_across_runs": 100 * _std(per_run) if n > 1 else None,
+        "stderr": 100 * _std(per_problem) / math.sqrt(len(pids)) if pids else float("nan"),
+        "stderr_method": "std over problems of per-problem means / sqrt(problems)",
+        "std_across_runs": 100 * _std(per_run) if len(per_run) > 1 else None,
         "verdicts": {v: counts.get(v, 0) for v in VERDICTS},
         "complete": counts.get(INFRA_ERROR, 0) == 0,
         "truncation_rate": _mean([r.get("finish_reason") == "length" for r in rows]),
@@ -83,7 +109,7 @@ def summarize(bench: Benchmark, rows: list[dict], *, n: int, sampling: dict | No
         "dataset": bench.manifest(), "sampling": sampling, "errata": ERRATA.get(bench.name, []),
     }
     if any("lenient_verdict" in r for r in rows):
-        lp = [_mean([by_problem[pid][i].get("lenient_verdict") == CORRECT for i in range(n)]) for pid in pids]
+        lp = [_mean([r.get("lenient_verdict") == CORRECT for r in by_problem[pid].values()]) for pid in pids]
         out["lenient_score"] = 100 * _mean(lp)
     if counts.get(INFRA_ERROR):
         out["infra_errors"] = [(r["problem_id"], r["sample_index"]) for r in rows if r["verdict"] == INFRA_ERROR][:50]
@@ -146,6 +172,11 @@ def render_markdown(report: dict) -> str:
         extra = {k: v for k, v in s["dataset"].items() if k not in ("name", "source", "version", "sha256", "problems")}
         if extra:
             lines.append(f"- {s['title']} data: {json.dumps(extra, default=str)}")
+        if s.get("n_min") != s.get("n_max"):
+            hist = Counter(s["n_per_problem"].values())
+            lines.append(f"- {s['title']}: samples per problem vary, n = {s['n_min']}–{s['n_max']} (problems with "
+                         + ", ".join(f"n={k}: {hist[k]}" for k in sorted(hist, reverse=True))
+                         + "); score = mean over problems of per-problem means; n per problem in report.json")
         if s.get("sandbox_isolation"):
             lines.append(f"- {s['title']} sandbox isolation: {', '.join(s['sandbox_isolation'])}")
     errata = [(sums[b]["title"], e) for b in cols for e in sums[b].get("errata", [])]

@@ -1,14 +1,13 @@
 """The harness with a scripted LLMClient: protocol defaults, exact n with distinct seeds, resume, failures as
-infra_error, the report, custom problem sets (the demo's API) and grading files made elsewhere."""
+infra_error, the report and custom problem sets (the demo's API). Grading files made elsewhere:
+test_eval_grade.py."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from promptcot_mamba.cli import main
 from promptcot_mamba.eval.benchmarks import load_benchmark
 from promptcot_mamba.eval.harness import EvalConfig, SamplingConfig, evaluate, evaluate_problems
 from promptcot_mamba.eval.report import ShortfallError
@@ -73,6 +72,7 @@ def test_run_writes_exact_n_rows_with_distinct_seeds_and_a_report(tmp_path):
     assert all(sorted(s) == [0, 1, 2, 3] for s in by_problem.values())
     s = report["benchmarks"][0]
     assert s["score"] == pytest.approx(50.0) and s["n"] == 4 and s["metric"] == "avg@4" and s["complete"]
+    assert (s["n_min"], s["n_max"]) == (4, 4) and s["n_per_problem"] == {pid: 4 for pid in by_problem}
     assert s["truncation_rate"] == pytest.approx(0.25) and s["lenient_score"] == pytest.approx(50.0)
     assert s["dataset"]["sha256"].startswith("a49911aa") and s["dataset"]["limit"] == 3
     assert s["sampling"]["temperature"] == 0.8
@@ -120,45 +120,6 @@ def test_evaluate_problems_custom_set_for_the_demo(tmp_path):
     assert s["benchmark"] == "toy" and s["score"] == pytest.approx(50.0) and s["samples"] == 4
     assert s["dataset"]["source"] == "custom"
     assert (tmp_path / "toy" / "verdicts.jsonl").exists() and (tmp_path / "report.md").exists()
-
-
-def _write(path: Path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def test_pcm_eval_grade_external_samples(tmp_path, capsys):
-    aime = load_benchmark("aime25").problems
-    he = load_benchmark("humaneval", limit=2).problems
-    rows = [{"benchmark": "aime25", "problem_id": p.problem_id, "completion": f"</think>\\boxed{{{p.gold}}}"}
-            for p in aime]
-    rows += [{"benchmark": "aime25", "problem_id": p.problem_id, "completion": "no think \\boxed{1}"} for p in aime]
-    rows += [{"benchmark": "humaneval", "problem_id": p.problem_id, "sample_index": 0,
-              "completion": f"</think>```python\n{p.data['prompt']}{p.data['canonical_solution']}```"} for p in he]
-    src = _write(tmp_path / "samples.jsonl", rows)
-    out = tmp_path / "graded"
-    assert main(["eval", "grade", str(src), "--out", str(out), "--allow-partial", "--quiet", "--workers", "1"]) == 0
-    verdicts = [json.loads(x) for x in (out / "verdicts.jsonl").read_text().splitlines()]
-    assert len(verdicts) == len(rows) and all("verdict" in v for v in verdicts)
-    report = json.loads((out / "report.json").read_text())
-    by = {s["benchmark"]: s for s in report["benchmarks"]}
-    assert by["aime25"]["n"] == 2 and by["aime25"]["score"] == pytest.approx(50.0)
-    assert by["aime25"]["verdicts"]["no_answer"] == 30 and by["humaneval"]["score"] == 100.0
-    assert by["humaneval"]["dataset"]["partial"] == "2/164" and report["samples_sha256"]
-    assert "AIME 25" in capsys.readouterr().out
-    assert main(["eval", "report", str(out)]) == 0 and "HumanEval" in capsys.readouterr().out
-
-
-def test_grade_refuses_ragged_or_partial_or_unknown(tmp_path, capsys):
-    aime = load_benchmark("aime24").problems
-    rows = [{"benchmark": "aime24", "problem_id": p.problem_id, "completion": "</think>\\boxed{1}"} for p in aime]
-    cases = [("ragged", rows + rows[:1], "same n"), ("partial", rows[:5], "allow-partial"),
-             ("unknown", [{"benchmark": "aime24", "problem_id": "nope", "completion": ""}], "not in the benchmark")]
-    for name, bad_rows, message in cases:
-        src = _write(tmp_path / f"{name}.jsonl", bad_rows)
-        code = main(["eval", "grade", str(src), "--out", str(tmp_path / name), "--quiet", "--workers", "1"])
-        assert code == 2 and message in capsys.readouterr().err
-    assert main(["eval", "report", str(tmp_path / "nothing")]) == 2
 
 
 def test_hub_fallback_normalises_rows(tmp_path, monkeypatch):
