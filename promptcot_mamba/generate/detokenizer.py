@@ -13,6 +13,8 @@ when `include_stop_str_in_output`).
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Sequence
 
 from promptcot_mamba.text.tokenizer import Tokenizer
@@ -85,3 +87,41 @@ class IncrementalDetokenizer:
             if len(rest) > len(prefix_text):
                 self.text += rest[len(prefix_text):]
         return self._release(final=True)
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """The byte-level BPE alphabet (GPT-2's): the printable character each byte is written as in the
+    vocabulary (printable bytes as themselves, the others as U+0100 onwards)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAC + 1), *range(0xAE, 0xFF + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+_BYTE_OF = _byte_level_alphabet()
+_BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # SentencePiece's byte tokens
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def token_bytes(tokenizer: Tokenizer, token_id: int) -> bytes:
+    """The bytes token `token_id` stands for: what OpenAI's logprobs `bytes` carry, so that the bytes of
+    tokens that split a character add up to it (decoding such a token alone gives U+FFFD). Read from the
+    vocabulary: byte-level BPE pieces map back through their alphabet, SentencePiece byte tokens
+    (<0xE2>) are their byte, added tokens their text; any other piece is its decoded text."""
+    hf = getattr(tokenizer, "backend", None)  # the tokenizers.Tokenizer inside text.tokenizer.Tokenizer
+    piece = hf.id_to_token(token_id) if hf is not None else None
+    if piece is None or token_id in hf.get_added_tokens_decoder():
+        return (piece if piece is not None else tokenizer.decode([token_id])).encode()
+    from tokenizers import decoders
+
+    if isinstance(hf.decoder, decoders.ByteLevel) and all(c in _BYTE_OF for c in piece):
+        return bytes(_BYTE_OF[c] for c in piece)
+    m = _BYTE_FALLBACK.fullmatch(piece)
+    if m:
+        return bytes([int(m.group(1), 16)])
+    return tokenizer.decode([token_id]).encode()

@@ -11,6 +11,13 @@ most `prefill_chunk` tokens per engine step, interleaved with decoding, so a 30k
 not stall the other sequences for its whole prefill. The segment ends depend only on positions, so
 a prefix-cache hit is bit for bit the recomputation.
 
+Prompt logprobs (`SamplingParams.prompt_logprobs`, what lm-evaluation-harness's loglikelihood needs):
+the prefill of such a request keeps every position's logits, segment by segment, and scores each
+prompt token given the tokens before it (the first has no context: None). It reads nothing from the
+prefix cache, since a cached prefix has a state but no logits (vLLM skips its cache the same way).
+A segment's logits (up to `prefill_chunk` × vocabulary floats) live only while it is scored, outside
+the memory plan below. `max_tokens=0` stops after the prefill: the prompt is scored, nothing generated.
+
 Admission is by memory: `max_slots` follows from `memory_budget_gb` minus the weights and the prefix
 cache, divided by what one sequence costs (its state, its sampler rows and its share of the step's
 activations) — a number that does not depend on how long the sequences grow.
@@ -35,6 +42,7 @@ from promptcot_mamba.generate.prefix_cache import PrefixCache, cache_points, spl
 from promptcot_mamba.generate.sampling import (
     RowSampler,
     SamplingParams,
+    TokenLogprob,
     apply_penalties,
     logprobs_of,
     mask_stop_tokens,
@@ -44,6 +52,7 @@ from promptcot_mamba.model.kernels import Kernels
 from promptcot_mamba.model.state import InferenceState
 
 GB = 1e9
+PROMPT_LOGPROB_ROWS = 256  # prompt positions scored per log-softmax (bounds its (rows, vocab) copies)
 
 
 @contextmanager
@@ -101,13 +110,6 @@ class EngineConfig:
 
 
 @dataclass
-class TokenLogprob:
-    token_id: int
-    logprob: float
-    top: list[tuple[int, float]]  # (token id, logprob), most likely first
-
-
-@dataclass
 class SeqOutput:
     """What one engine step produced for one sample of one request."""
 
@@ -122,6 +124,8 @@ class SeqOutput:
     num_prompt_tokens: int = 0
     num_output_tokens: int = 0
     cached_prompt_tokens: int = 0
+    # with SamplingParams.prompt_logprobs, on each sample's first output: one per prompt token (None first)
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
 
 @dataclass
@@ -141,6 +145,7 @@ class RequestResult:
     prompt_ids: list[int]
     samples: list[SampleResult]
     cached_prompt_tokens: int = 0
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
 
 @dataclass(eq=False)
@@ -168,6 +173,7 @@ class _Request:
     logits: torch.Tensor | None = None
     cached: int = 0
     aborted: bool = False
+    prompt_lps: list[TokenLogprob | None] | None = None  # filled by the prefill when prompt_logprobs is asked
 
 
 class Engine:
@@ -306,6 +312,8 @@ class Engine:
         if self.eos_token_id is not None and not params.ignore_eos:
             stop_ids.add(self.eos_token_id)
         req = _Request(rid, prompt, params, frozenset(stop_ids), time.monotonic())
+        if params.prompt_logprobs is not None:
+            req.prompt_lps = [None]
         for i in range(params.n):
             detok = None
             if self.tokenizer is not None:
@@ -378,7 +386,7 @@ class Engine:
                 break
             self.waiting.popleft()
             self._reserved += req.params.n
-            hit = self.prefix_cache.lookup(req.prompt)
+            hit = self.prefix_cache.lookup(req.prompt) if req.prompt_lps is None else None
             if hit is not None:
                 req.pos, req.state, req.cached = hit.length, hit.state, hit.length
             self.prefilling.append(req)
@@ -391,7 +399,12 @@ class Engine:
             ends = [p for p in split_points(T, self.config.prefix_block, self.config.prefill_chunk) if p > req.pos]
             end = ends[0]
             seg = torch.tensor([req.prompt[req.pos:end]], dtype=torch.long, device=self.model.device)
-            req.logits, req.state = self.model.prefill(seg, state=req.state)
+            if req.prompt_lps is None:
+                req.logits, req.state = self.model.prefill(seg, state=req.state)
+            else:
+                out = self.model(seg, state=req.state, return_state=True)
+                req.logits, req.state = out.logits[:, -1], out.state
+                self._score_prompt(req, out.logits[0], end)
             budget -= end - req.pos
             req.pos = end
             if end in cache_points(T, self.config.prefix_block):
@@ -401,8 +414,30 @@ class Engine:
                 self._reserved -= req.params.n
                 self._start_sequences(req, outputs)
 
+    def _score_prompt(self, req: _Request, logits: torch.Tensor, end: int) -> None:
+        """Prompt logprobs of a segment: the logits at positions [req.pos, end) score the prompt tokens
+        at positions + 1 (the last position of the prompt scores nothing: it predicts the first output)."""
+        k = req.params.prompt_logprobs
+        m = min(end, len(req.prompt) - 1) - req.pos
+        for a in range(0, m, PROMPT_LOGPROB_ROWS):
+            b = min(m, a + PROMPT_LOGPROB_ROWS)
+            targets = req.prompt[req.pos + a + 1:req.pos + b + 1]
+            req.prompt_lps += logprobs_of(logits[a:b], targets, [k] * (b - a), limit=self.vocab_limit)
+
     def _start_sequences(self, req: _Request, outputs: list[SeqOutput]) -> None:
         n = req.params.n
+        self.stats["prompt_tokens"] += len(req.prompt)
+        self.stats["cached_prompt_tokens"] += req.cached
+        first_output = len(outputs)
+        if req.params.max_tokens == 0:  # the prompt only: no slot, no token
+            for s in req.seqs:
+                s.finished = True
+                outputs.append(self._out(s, [], "", None, "length"))
+            self.requests.pop(req.request_id, None)
+            req.state = req.logits = None
+            for o in outputs[first_output:]:
+                o.prompt_logprobs = req.prompt_lps
+            return
         first = len(self.active)
         slots = list(range(first, first + n))
         self.pool.write(slots, InferenceState(req.state.conv.expand(-1, n, -1, -1),
@@ -414,11 +449,11 @@ class Engine:
         for s, slot in zip(req.seqs, slots):
             s.slot = slot
             self.active.append(s)
-        self.stats["prompt_tokens"] += len(req.prompt)
-        self.stats["cached_prompt_tokens"] += req.cached
         logits = req.logits.expand(n, -1)
         req.state = req.logits = None
         self._sample_and_emit(logits, req.seqs, slots, outputs)
+        for o in outputs[first_output:]:  # one per sample: its first token
+            o.prompt_logprobs = req.prompt_lps
         self._release_slots()
 
     def _decode(self, outputs: list[SeqOutput]) -> None:
@@ -455,9 +490,9 @@ class Engine:
         want = [s.req.params.logprobs for s in seqs]
         if any(k is not None for k in want):
             idx = [i for i, k in enumerate(want) if k is not None]
-            chosen, tops = logprobs_of(raw[idx], [tokens[i] for i in idx], [want[i] for i in idx])
-            for j, i in enumerate(idx):
-                lps[i] = TokenLogprob(tokens[i], chosen[j], tops[j])
+            got = logprobs_of(raw[idx], [tokens[i] for i in idx], [want[i] for i in idx], limit=self.vocab_limit)
+            for i, lp in zip(idx, got):
+                lps[i] = lp
         self.counts[torch.tensor(slots), torch.tensor(tokens)] += 1
         self.stats["generated_tokens"] += len(tokens)
         for s, t, lp in zip(seqs, tokens, lps):
@@ -544,6 +579,8 @@ class Engine:
                 smp.token_ids.extend(o.token_ids)
                 smp.text += o.text
                 r.cached_prompt_tokens = o.cached_prompt_tokens
+                if o.prompt_logprobs is not None:
+                    r.prompt_logprobs = o.prompt_logprobs
                 if o.logprobs:
                     smp.logprobs = (smp.logprobs or []) + o.logprobs
                 if o.finished:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+MAX_LOGPROBS = 20  # top-k of logprobs and prompt_logprobs (vLLM's default --max-logprobs)
+
 
 class SamplingError(ValueError):
     """Invalid sampling parameters; the message and `param` name the field."""
@@ -47,6 +49,10 @@ class SamplingParams:
     ignore_eos: bool = False
     include_stop_str_in_output: bool = False
     logprobs: int | None = None  # None = off; k >= 0: the chosen token's logprob and the top k
+    # None = off; k >= 0: every prompt token's logprob (given the tokens before it) and the top k there.
+    # The prefill then keeps every position's logits and bypasses the prefix cache (a cached prefix has
+    # no logits).
+    prompt_logprobs: int | None = None
     skip_special_tokens: bool = True
 
     def __post_init__(self) -> None:
@@ -60,7 +66,8 @@ class SamplingParams:
         def is_num(v) -> bool:
             return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
-        check(is_int(self.max_tokens) and self.max_tokens >= 1, "max_tokens", "must be an integer >= 1")
+        # max_tokens 0: the prompt's prefill only (for its prompt_logprobs), no token is generated
+        check(is_int(self.max_tokens) and self.max_tokens >= 0, "max_tokens", "must be an integer >= 0")
         check(is_num(self.temperature) and self.temperature >= 0, "temperature", "must be a number >= 0")
         check(is_num(self.top_p) and 0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
         check(is_int(self.top_k) and (self.top_k == -1 or self.top_k >= 0), "top_k", "must be -1 (off) or >= 0")
@@ -78,8 +85,10 @@ class SamplingParams:
               "must be a tuple of non-empty strings")
         check(isinstance(self.stop_token_ids, tuple) and all(is_int(t) and t >= 0 for t in self.stop_token_ids),
               "stop_token_ids", "must be a tuple of token ids >= 0")
-        check(self.logprobs is None or (is_int(self.logprobs) and 0 <= self.logprobs <= 20), "logprobs",
-              "must be None or an integer in [0, 20]")
+        for name in ("logprobs", "prompt_logprobs"):
+            v = getattr(self, name)
+            check(v is None or (is_int(v) and 0 <= v <= MAX_LOGPROBS), name,
+                  f"must be None or an integer in [0, {MAX_LOGPROBS}]")
 
     @property
     def greedy(self) -> bool:
@@ -171,16 +180,33 @@ def sample(logits: Tensor, rows: Sequence[RowSampler]) -> list[int]:
     return out.tolist()
 
 
-def logprobs_of(raw_logits: Tensor, tokens: Sequence[int], ks: Sequence[int]) -> tuple[list[float], list[list]]:
-    """Logprobs under the raw model distribution (before penalties and temperature, as vLLM reports
-    them): the chosen token's and the top-k per row."""
-    lp = torch.log_softmax(raw_logits, dim=-1)
-    chosen = lp.gather(-1, torch.tensor(tokens, device=lp.device)[:, None]).squeeze(-1).tolist()
-    kmax = max(ks) if ks else 0
-    tops: list[list[tuple[int, float]]] = [[] for _ in tokens]
+@dataclass
+class TokenLogprob:
+    """One position's logprobs: the token there (chosen, or the prompt's), its logprob and rank (1 = the
+    most likely), and the top k (token id, logprob), most likely first."""
+
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]]
+    rank: int = 1
+
+
+def logprobs_of(raw_logits: Tensor, tokens: Sequence[int], ks: Sequence[int], *,
+                limit: int | None = None) -> list[TokenLogprob]:
+    """Logprobs of `tokens` (one per row of `raw_logits` (b, V)) under the raw model distribution:
+    log-softmax of the model's logits over its whole vocabulary, before penalties, temperature and
+    truncation (vLLM's default logprobs mode). The top k and the ranks count ids below `limit` only
+    (ids a checkpoint pads its vocabulary with are never sampled and cannot be decoded)."""
+    lp = torch.log_softmax(raw_logits.float(), dim=-1)
+    chosen = lp.gather(-1, torch.tensor(tokens, device=lp.device)[:, None])  # (b, 1)
+    if limit is not None and limit < lp.shape[-1]:
+        lp = lp[:, :limit]
+    ranks = (1 + (lp > chosen).sum(-1)).tolist()
+    chosen = chosen.squeeze(-1).tolist()
+    kmax = max(ks, default=0)
+    ids = vals = None
     if kmax > 0:
-        vals, ids = lp.topk(kmax, dim=-1)
-        vals, ids = vals.tolist(), ids.tolist()
-        for i, k in enumerate(ks):
-            tops[i] = list(zip(ids[i][:k], vals[i][:k]))
-    return chosen, tops
+        v, i = lp.topk(kmax, dim=-1)
+        vals, ids = v.tolist(), i.tolist()
+    return [TokenLogprob(t, c, list(zip(ids[r][:k], vals[r][:k])) if k else [], rank)
+            for r, (t, c, k, rank) in enumerate(zip(tokens, chosen, ks, ranks))]

@@ -11,22 +11,27 @@ from collections.abc import Sequence
 
 from promptcot_mamba.text.reasoning import THINK_CLOSE, THINK_OPEN, split_reasoning
 
+TEMPLATE_VARIABLES = frozenset({"messages", "add_generation_prompt", "bos_token", "eos_token"})  # set by us
+
 
 def render_chat(tokenizer, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True,
-                continue_final_message: bool = False) -> str:
+                continue_final_message: bool = False, template_kwargs: dict | None = None) -> str:
     """The prompt text for `messages`; template errors become ValueError naming the template.
 
     `continue_final_message` (vLLM's name): the last message is the start of the assistant's reply,
     which the model continues. It is rendered as the conversation before it with the generation prompt,
-    followed by that text verbatim, so the reply's end-of-turn marker is never inserted."""
+    followed by that text verbatim, so the reply's end-of-turn marker is never inserted.
+    `template_kwargs` (vLLM's `chat_template_kwargs`): further variables for the template, other than
+    the ones it is always given (TEMPLATE_VARIABLES)."""
+    kwargs = dict(template_kwargs or {})
     if continue_final_message:
         if not messages or messages[-1].get("role") != "assistant":
             raise ValueError("continue_final_message needs the last message to be the assistant's")
         if add_generation_prompt:
             raise ValueError("continue_final_message and add_generation_prompt cannot both be true")
-        return render_chat(tokenizer, messages[:-1]) + (messages[-1].get("content") or "")
+        return render_chat(tokenizer, messages[:-1], template_kwargs=kwargs) + (messages[-1].get("content") or "")
     try:
-        return tokenizer.apply_chat_template(list(messages), add_generation_prompt=add_generation_prompt)
+        return tokenizer.apply_chat_template(list(messages), add_generation_prompt=add_generation_prompt, **kwargs)
     except ValueError:
         raise
     except Exception as err:  # jinja2 errors: a bad template or messages it cannot render

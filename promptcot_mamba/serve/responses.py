@@ -4,6 +4,25 @@
 `_Outputs` collects what the engine sends back for the call (every prompt × n samples, disconnects,
 engine failures, release/abort, usage), and one renderer per API shape (`_Completion`, `_Chat`)
 turns it into SSE chunks or the final body.
+
+Logprobs are those of the raw model distribution: the log-softmax of the model's logits, before
+penalties, temperature and top-k/top-p/min-p (vLLM's default `--logprobs-mode raw_logprobs`), so they
+do not depend on the sampling parameters and a prompt scores the same as in a forward pass.
+- Completions (`logprobs: k`): per token its text, its logprob, and `top_logprobs`, the k most likely
+  tokens plus the chosen one when it is not among them (vLLM's k or k + 1 entries), keyed by token text.
+  A key another token of the same position already has (byte tokens that each decode to U+FFFD, say) is
+  written "token_id:<id>" instead: vLLM lets such entries overwrite each other. The chosen token keeps
+  its text key. `return_tokens_as_token_ids` writes every token as "token_id:<id>". `text_offset` is
+  each token's offset in the returned text, the echoed prompt included.
+- `echo` with `logprobs` scores the prompt too (first token `null`, as vLLM); `max_tokens: 0` with `echo`
+  returns the prompt alone, nothing generated (lm-evaluation-harness's loglikelihood requests).
+- `prompt_logprobs: k` (vLLM): per choice of a completion (per response of a chat completion), one entry
+  per prompt token, `null` first, else {"<id>": {"logprob", "rank", "decoded_token"}} for the prompt
+  token and the top k.
+- Chat (`logprobs`, `top_logprobs: k`): per token exactly k alternatives (OpenAI's); `bytes` are the
+  token's own bytes (generate/detokenizer.token_bytes), which add up to the text across a character
+  split between tokens.
+Logprobs of -inf are written -9999.0 (JSON has no infinity; vLLM's convention).
 """
 
 from __future__ import annotations
@@ -17,59 +36,83 @@ from typing import Any, ClassVar
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
+from promptcot_mamba.generate.detokenizer import token_bytes
 from promptcot_mamba.generate.engine import SeqOutput, TokenLogprob
 from promptcot_mamba.serve.chat import ReasoningStream, render_chat, split_answer
 from promptcot_mamba.serve.protocol import APIError, ChatCompletionRequest, CompletionRequest
 from promptcot_mamba.serve.server import ServerState
+
+_GONE = object()  # put on a call's queue when its client has disconnected
+
+
+async def _watch_disconnect(request: Request, queue: asyncio.Queue) -> None:
+    """Put `_GONE` on `queue` once the client of `request` goes away. The body has been read, so the
+    next ASGI message of this request is http.disconnect, which the server sends as soon as the
+    connection drops: no polling, nothing per token."""
+    try:
+        while (await request.receive())["type"] != "http.disconnect":
+            await asyncio.sleep(0.05)  # (no further body is expected; never spin)
+    except Exception:  # a server without a disconnect message: the request simply runs to its end
+        return
+    queue.put_nowait(_GONE)
 
 
 class _Outputs:
     """What the engine sends back for one API call, collected per choice: the call's requests (one per
     prompt) × n samples each, choice i being sample i % n of prompt i // n (OpenAI's order)."""
 
-    def __init__(self, srv: ServerState, cid: str, prompts: list[list[int]], n: int, *, keep: bool):
-        self.srv, self.cid, self.prompts, self.n, self.size = srv, cid, prompts, n, len(prompts) * n
-        self.rids = [f"{cid}-{k}" for k in range(len(prompts))]
+    def __init__(self, srv: ServerState, prefix: str, prompts: list[list[int]], n: int, *, keep: bool,
+                 request_id: str | None = None):
+        self.srv, self.prompts, self.n, self.size = srv, prompts, n, len(prompts) * n
+        cid = f"{prefix}-{uuid.uuid4().hex}"
+        self.id = f"{prefix}-{request_id}" if request_id else cid  # the response's id
+        self.rids = [f"{cid}-{k}" for k in range(len(prompts))]  # the engine's, unique whatever the client sends
         self._row = {rid: k for k, rid in enumerate(self.rids)}
         self.queue: asyncio.Queue = asyncio.Queue()
-        # text and logprobs are kept for a final body only: a stream sends them on as they come
+        # text, tokens and logprobs are kept for a final body only: a stream sends them on as they come
         self.keep = keep
         self._parts: list[list[str]] = [[] for _ in range(self.size)]
+        self.token_ids: list[list[int]] = [[] for _ in range(self.size)]
         self.logprobs: list[list[TokenLogprob]] = [[] for _ in range(self.size)]
+        self.prompt_logprobs: list[list[TokenLogprob | None] | None] = [None] * self.size
         self.chars = [0] * self.size  # characters of text so far
         self.tokens = [0] * self.size
         self.finish: list[tuple[Any, Any]] = [(None, None)] * self.size  # (finish_reason, stop_reason) once done
         self.left = self.size  # choices not finished yet
-        self._look_at = 0.0  # when to look next whether the client is still there
+        self.stopped = False  # the engine stopped (shutdown) before every choice finished
 
-    async def next(self, request: Request | None) -> tuple[int, SeqOutput]:
-        """Wait for the next output and collect it; returns (choice index, output). With `request`,
-        raises ConnectionAbortedError once that client has gone (looked at about once a second, also
-        while outputs keep coming)."""
-        while True:
-            if request is not None and time.monotonic() >= self._look_at:
-                self._look_at = time.monotonic() + 1.0
-                if await request.is_disconnected():
-                    raise ConnectionAbortedError("client disconnected")
-            try:
-                o = await asyncio.wait_for(self.queue.get(), timeout=1.0)
-            except asyncio.TimeoutError:
-                continue
+    async def next(self) -> tuple[int, SeqOutput]:
+        """Wait for the next output and collect it; returns (choice index, output). Raises
+        ConnectionAbortedError once the client has gone (`_watch_disconnect`). When the engine stops
+        first, each unfinished choice ends as aborted."""
+        if self.stopped:
+            o = self._abort_next()
+        else:
+            o = await self.queue.get()
+            if o is _GONE:
+                raise ConnectionAbortedError("client disconnected")
             if o is None:
-                raise APIError(503, "the engine stopped before the request finished", type="server_error")
-            if isinstance(o, BaseException):
+                self.stopped = True
+                o = self._abort_next()
+            elif isinstance(o, BaseException):
                 raise APIError(500, str(o), type="server_error")
-            break
         i = self._row[o.request_id] * self.n + o.index
         self.chars[i] += len(o.text)
         if self.keep:
             self._parts[i].append(o.text)
+            self.token_ids[i].extend(o.token_ids)
             self.logprobs[i].extend(o.logprobs or ())
-        self.tokens[i] = o.num_output_tokens
+        if o.prompt_logprobs is not None:
+            self.prompt_logprobs[i] = o.prompt_logprobs
+        self.tokens[i] = max(self.tokens[i], o.num_output_tokens)
         if o.finished:
             self.finish[i] = (o.finish_reason, o.stop_reason)
             self.left -= 1
         return i, o
+
+    def _abort_next(self) -> SeqOutput:
+        i = next(j for j, f in enumerate(self.finish) if f == (None, None))
+        return SeqOutput(self.rids[i // self.n], i % self.n, [], "", finished=True, finish_reason="abort")
 
     def text(self, i: int) -> str:
         return "".join(self._parts[i])
@@ -79,10 +122,17 @@ class _Outputs:
         for rid in self.rids:
             self.srv.runner.release(rid, abort=self.left > 0)
 
-    def usage(self) -> dict[str, int]:
-        p = sum(len(x) for x in self.prompts)
-        c = sum(self.tokens)
+    def usage(self, i: int | None = None) -> dict[str, int]:
+        """The call's usage, or choice i's so far (vLLM's continuous_usage_stats)."""
+        if i is None:
+            p, c = sum(len(x) for x in self.prompts), sum(self.tokens)
+        else:
+            p, c = len(self.prompts[i // self.n]), self.tokens[i]
         return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+def _num(v: float) -> float:
+    return max(v, -9999.0)
 
 
 class _Renderer:
@@ -95,7 +145,12 @@ class _Renderer:
 
     def __init__(self, srv: ServerState, out: _Outputs, body: CompletionRequest | ChatCompletionRequest):
         self.srv, self.out, self.stream = srv, out, body.stream
-        self.include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        opts = body.stream_options
+        self.include_usage = bool(opts and opts.include_usage)
+        # usage so far in every chunk; asked for alone, it is honoured alone (vLLM needs include_usage too)
+        self.continuous_usage = bool(opts and opts.continuous_usage_stats)
+        self.as_ids = body.return_tokens_as_token_ids
+        self.prompt_k = body.prompt_logprobs
         self.created = int(time.time())
 
     def head(self) -> list[dict]:
@@ -110,40 +165,76 @@ class _Renderer:
         """Choice `i` of the non-streamed body."""
         raise NotImplementedError
 
+    def body_extra(self) -> dict:
+        """Top-level fields of the non-streamed body besides the choices and usage."""
+        return {}
+
     def envelope(self, object: str, choices: list[dict], **extra) -> dict:
-        return {"id": self.out.cid, "object": object, "created": self.created, "model": self.srv.model_name,
+        return {"id": self.out.id, "object": object, "created": self.created, "model": self.srv.model_name,
                 "choices": choices, **extra}
+
+    def token(self, tid: int) -> str:
+        return f"token_id:{tid}" if self.as_ids else self.srv.token_text(tid)
+
+    def vllm_prompt_logprobs(self, lps: list[TokenLogprob | None] | None) -> list | None:
+        """vLLM's `prompt_logprobs`: per prompt token, null first, then the prompt token's and the top k's
+        {"<id>": {"logprob", "rank", "decoded_token"}}."""
+        if lps is None:
+            return None
+        out: list[dict | None] = []
+        for lp in lps:
+            if lp is None:
+                out.append(None)
+                continue
+            d = {str(lp.token_id): {"logprob": _num(lp.logprob), "rank": lp.rank, "decoded_token": self.token(lp.token_id)}}
+            for rank, (tid, v) in enumerate(lp.top[:self.prompt_k], 1):
+                d.setdefault(str(tid), {"logprob": _num(v), "rank": rank, "decoded_token": self.token(tid)})
+            out.append(d)
+        return out
 
     async def respond(self, request: Request):
         if self.stream:
             return StreamingResponse(self._sse(), media_type="text/event-stream")
+        watcher = asyncio.ensure_future(_watch_disconnect(request, self.out.queue))
         try:
             while self.out.left:
-                await self.out.next(request)
+                await self.out.next()
         except ConnectionAbortedError:
             return Response(status_code=499)
         finally:
+            watcher.cancel()
             self.out.release()
+        if self.out.stopped:
+            raise APIError(503, "the engine stopped before the request finished", type="server_error")
+        if self.srv.draining and any(fr == "abort" for fr, _ in self.out.finish):
+            raise APIError(503, "the server is shutting down: the request was aborted before it finished",
+                           type="server_error")
         self.srv.metrics.count(self.path, 200)
         return self.envelope(self.body_object, [self.final(i) for i in range(self.out.size)],
-                             usage=self.out.usage())
+                             usage=self.out.usage(), **self.body_extra())
+
+    def _chunk(self, choice: dict) -> str:
+        extra = {"usage": self.out.usage(choice["index"])} if self.continuous_usage else {}
+        return _sse(self.envelope(self.chunk_object, [choice], **extra))
 
     async def _sse(self):
+        """The stream: chunks, the usage chunk when asked, then [DONE] (also after an error body). An
+        engine that stops first (shutdown) ends each unfinished choice with finish_reason "abort"."""
         try:
             for choice in self.head():
-                yield _sse(self.envelope(self.chunk_object, [choice]))
+                yield self._chunk(choice)
             while self.out.left:
-                choice = self.delta(*await self.out.next(None))
+                choice = self.delta(*await self.out.next())
                 if choice is not None:
-                    yield _sse(self.envelope(self.chunk_object, [choice]))
+                    yield self._chunk(choice)
             if self.include_usage:
                 yield _sse(self.envelope(self.chunk_object, [], usage=self.out.usage()))
-            yield "data: [DONE]\n\n"
             self.srv.metrics.count(self.path, 200)
         except APIError as err:
             yield _sse(err.body())
         finally:
             self.out.release()
+        yield "data: [DONE]\n\n"
 
 
 class _Completion(_Renderer):
@@ -151,39 +242,66 @@ class _Completion(_Renderer):
 
     def __init__(self, srv: ServerState, out: _Outputs, body: CompletionRequest):
         super().__init__(srv, out, body)
-        self.top = bool(body.logprobs)  # top_logprobs per token (logprobs=0: the chosen token's only)
-        self.with_logprobs = body.logprobs is not None
-        self.echo = [srv.tok.decode(p, skip_special_tokens=False) if body.echo else "" for p in out.prompts]
+        self.k = body.logprobs  # None: no logprobs
+        self.echo = body.echo
+        self.echo_text = [srv.tok.decode(p, skip_special_tokens=False) if body.echo else "" for p in out.prompts]
         self._echoed: set[int] = set()
 
+    def _prompt_part(self, i: int) -> tuple[list[int], list[TokenLogprob | None]]:
+        prompt = self.out.prompts[i // self.out.n]
+        return prompt, self.out.prompt_logprobs[i] or [None] * len(prompt)
+
     def delta(self, i: int, o: SeqOutput) -> dict:
-        text = o.text
-        if i not in self._echoed:  # an echoed prompt goes before the first delta
-            text = self.echo[i // self.out.n] + text
+        row = i // self.out.n
+        text, ids, lps = o.text, list(o.token_ids), list(o.logprobs or ())
+        offset = len(self.echo_text[row]) + self.out.chars[i] - len(o.text)  # text sent before this chunk
+        if self.echo and i not in self._echoed:  # the echoed prompt goes with the first delta
             self._echoed.add(i)
-        offset = self.out.chars[i] - len(o.text)  # text_offset counts generated text only
-        return self._choice(i, text, self._logprobs(o.logprobs, offset))
+            prompt, plps = self._prompt_part(i)
+            text, ids, lps, offset = self.echo_text[row] + text, prompt + ids, plps + lps, 0
+        return self._choice(i, text, self._logprobs(ids, lps, offset))
 
     def final(self, i: int) -> dict:
-        lps = (self.out.logprobs[i] or None) if self.with_logprobs else None
-        return self._choice(i, self.echo[i // self.out.n] + self.out.text(i), self._logprobs(lps, 0))
+        ids, lps = self.out.token_ids[i], self.out.logprobs[i]
+        if self.echo:
+            prompt, plps = self._prompt_part(i)
+            ids, lps = prompt + ids, plps + lps
+        choice = self._choice(i, self.echo_text[i // self.out.n] + self.out.text(i), self._logprobs(ids, lps, 0))
+        if self.prompt_k is not None:
+            choice["prompt_logprobs"] = self.vllm_prompt_logprobs(self.out.prompt_logprobs[i])
+        return choice
 
     def _choice(self, i: int, text: str, logprobs: dict | None) -> dict:
         fr, sr = self.out.finish[i]
         return {"index": i, "text": text, "logprobs": logprobs, "finish_reason": fr, "stop_reason": sr}
 
-    def _logprobs(self, lps: list[TokenLogprob] | None, offset: int) -> dict | None:
-        if lps is None:
+    def _logprobs(self, ids: list[int], lps: list[TokenLogprob | None], offset: int) -> dict | None:
+        if self.k is None:
             return None
         toks, values, tops, offs = [], [], [], []
-        for lp in lps:
-            t = self.srv.token_text(lp.token_id)
-            toks.append(t)
-            values.append(lp.logprob)
-            tops.append({self.srv.token_text(k): v for k, v in lp.top} if self.top else None)
+        for tid, lp in zip(ids, lps):
+            text = self.srv.token_text(tid)
+            toks.append(self.token(tid) if self.as_ids else text)
+            values.append(None if lp is None else _num(lp.logprob))
+            tops.append(None if lp is None else self._top(lp))
             offs.append(offset)
-            offset += len(t)
+            offset += len(text)
         return {"tokens": toks, "token_logprobs": values, "top_logprobs": tops, "text_offset": offs}
+
+    def _top(self, lp: TokenLogprob) -> dict[str, float]:
+        """The k most likely tokens, and the chosen one when it is not among them, keyed by text; a key
+        that another token of this position already holds becomes "token_id:<id>"."""
+        entries = lp.top[:self.k]
+        if all(t != lp.token_id for t, _ in entries):
+            entries = [*entries, (lp.token_id, lp.logprob)]
+        owner = {self.token(lp.token_id): lp.token_id}  # the chosen token keeps its text as key
+        out: dict[str, float] = {}
+        for tid, v in entries:
+            key = self.token(tid)
+            if owner.setdefault(key, tid) != tid:
+                key = f"token_id:{tid}"
+            out[key] = _num(v)
+        return out
 
 
 class _Chat(_Renderer):
@@ -193,6 +311,7 @@ class _Chat(_Renderer):
         super().__init__(srv, out, body)
         self.with_logprobs = body.logprobs
         self.prompt_text = prompt_text
+        self.include_reasoning = body.include_reasoning
         self._split = [ReasoningStream(prompt_text) if srv.reasoning else None for _ in range(out.size)]
 
     def head(self) -> list[dict]:
@@ -204,6 +323,8 @@ class _Chat(_Renderer):
         pieces = [("content", o.text)] if split is None else split.feed(o.text, final=o.finished)
         delta: dict[str, str] = {}
         for kind, text in pieces:
+            if kind == "reasoning_content" and not self.include_reasoning:
+                continue
             delta[kind] = delta.get(kind, "") + text
         lp = self._logprobs(o.logprobs) if self.with_logprobs else None
         if not (delta or o.finished or lp):
@@ -215,9 +336,16 @@ class _Chat(_Renderer):
         msg: dict[str, Any] = {"role": "assistant", "content": text}
         if self.srv.reasoning:
             reasoning, content = split_answer(text, prompt_text=self.prompt_text)
-            msg = {"role": "assistant", "content": content, "reasoning_content": reasoning}
+            msg = {"role": "assistant", "content": content}
+            if self.include_reasoning:
+                msg["reasoning_content"] = reasoning
         lp = self._logprobs(self.out.logprobs[i]) if self.with_logprobs else None
         return self._choice(i, "message", msg, lp)
+
+    def body_extra(self) -> dict:
+        if self.prompt_k is None:
+            return {}
+        return {"prompt_logprobs": self.vllm_prompt_logprobs(self.out.prompt_logprobs[0])}
 
     def _choice(self, i: int, key: str, value: dict, lp: list | None) -> dict:
         fr, sr = self.out.finish[i]
@@ -227,20 +355,20 @@ class _Chat(_Renderer):
     def _logprobs(self, lps: list[TokenLogprob] | None) -> list | None:
         if lps is None:
             return None
-        text = self.srv.token_text
-        return [{"token": text(lp.token_id), "logprob": lp.logprob, "bytes": list(text(lp.token_id).encode()),
-                 "top_logprobs": [{"token": text(k), "logprob": v, "bytes": list(text(k).encode())}
-                                  for k, v in lp.top]} for lp in lps]
+        tok = self.srv.tok
+
+        def entry(tid: int, v: float) -> dict:
+            return {"token": self.token(tid), "logprob": _num(v), "bytes": list(token_bytes(tok, tid))}
+
+        return [{**entry(lp.token_id, lp.logprob), "top_logprobs": [entry(t, v) for t, v in lp.top]} for lp in lps]
 
 
 async def complete(srv: ServerState, request: Request, body: CompletionRequest):
     """POST /v1/completions: tokenize, submit every prompt × n, answer as a stream or one body."""
-    if body.suffix:
-        raise APIError(400, "suffix is not supported by this server", param="suffix")
-    prompts = await srv.encode_all(body.prompts())
+    prompts = await srv.encode_all(body.prompts(), add_special_tokens=body.add_special_tokens)
     params = body.sampling_params(max_tokens=body.max_tokens, default_max_tokens=srv.default_completion_max_tokens,
-                                  logprobs=body.logprobs)
-    out = _Outputs(srv, f"cmpl-{uuid.uuid4().hex}", prompts, params.n, keep=not body.stream)
+                                  logprobs=body.logprobs, prompt_logprobs=body.engine_prompt_logprobs())
+    out = _Outputs(srv, "cmpl", prompts, params.n, keep=not body.stream, request_id=body.request_id)
     srv.submit_all(out, params)
     return await _Completion(srv, out, body).respond(request)
 
@@ -250,14 +378,16 @@ async def chat_complete(srv: ServerState, request: Request, body: ChatCompletion
     try:
         prompt_text = render_chat(srv.tok, body.messages_as_dicts(),
                                   add_generation_prompt=body.add_generation_prompt,
-                                  continue_final_message=body.continue_final_message)
+                                  continue_final_message=body.continue_final_message,
+                                  template_kwargs=body.chat_template_kwargs)
     except ValueError as err:
         raise APIError(400, str(err), param="messages") from None
-    prompts = await srv.encode_all([prompt_text])
+    prompts = await srv.encode_all([prompt_text], add_special_tokens=body.add_special_tokens)
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     params = body.sampling_params(max_tokens=max_tokens, default_max_tokens=srv.default_max_tokens,
-                                  logprobs=(body.top_logprobs or 0) if body.logprobs else None)
-    out = _Outputs(srv, f"chatcmpl-{uuid.uuid4().hex}", prompts, params.n, keep=not body.stream)
+                                  logprobs=(body.top_logprobs or 0) if body.logprobs else None,
+                                  prompt_logprobs=body.prompt_logprobs)
+    out = _Outputs(srv, "chatcmpl", prompts, params.n, keep=not body.stream, request_id=body.request_id)
     srv.submit_all(out, params)
     return await _Chat(srv, out, body, prompt_text).respond(request)
 

@@ -3,7 +3,8 @@
 One thread owns the model and loops `engine.step()`; requests arrive through the engine's
 thread-safe inbox and each step's outputs go back to the event loop in one `call_soon_threadsafe`
 (not one per token), where they are put on per-request asyncio queues. A consumer that goes away
-(client disconnect) calls `abort`, which frees the request's slots at the next step.
+(client disconnect) calls `abort`, which frees the request's slots at the next step. The engine thread
+also times every request for the metrics (serve/metrics.py: time to first token, inter-token latency).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 from promptcot_mamba.generate.engine import Engine, SeqOutput
 from promptcot_mamba.generate.sampling import SamplingParams
+from promptcot_mamba.serve.metrics import RequestTiming
 
 
 @dataclass
@@ -29,6 +31,7 @@ class EngineRunner:
         self.engine = engine
         self.idle_sleep_s = idle_sleep_s
         self.stats = RunnerStats()
+        self.timing = RequestTiming()
         self._queues: dict[str, asyncio.Queue] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -51,24 +54,44 @@ class EngineRunner:
     def accepting(self) -> bool:
         return self._accepting and self.alive
 
+    @property
+    def in_flight(self) -> int:
+        """Requests submitted and not yet released by their consumers."""
+        return len(self._queues)
+
+    def stop_accepting(self) -> None:
+        self._accepting = False
+
+    def abort_all(self) -> int:
+        """Abort every request in flight (each reports finish_reason "abort" at the next step); how many."""
+        rids = list(self._queues)
+        for rid in rids:
+            self.engine.abort(rid)
+        self._wake.set()
+        return len(rids)
+
     async def shutdown(self, grace_s: float = 10.0) -> None:
-        """Stop taking requests; let in-flight ones finish for up to `grace_s`, then abort the rest."""
+        """Stop taking requests; let in-flight ones finish for up to `grace_s`, abort the rest, then stop
+        the engine thread. (The server drains before this runs: serve/app.py `Server`.)"""
         self._accepting = False
         deadline = time.monotonic() + grace_s
         while self._queues and time.monotonic() < deadline and self.alive:
             await asyncio.sleep(0.02)
-        for rid in list(self._queues):
-            self.engine.abort(rid)
-        self._wake.set()
-        t_end = time.monotonic() + 5.0
-        while self._queues and time.monotonic() < t_end and self.alive:
-            await asyncio.sleep(0.02)
-        self._stop.set()
-        self._wake.set()
+        if self.abort_all():
+            t_end = time.monotonic() + 5.0
+            while self._queues and time.monotonic() < t_end and self.alive:
+                await asyncio.sleep(0.02)
+        self.stop()
         if self._thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 5.0)
         for q in self._queues.values():  # engine gone: tell whoever still waits
             q.put_nowait(None)
+
+    def stop(self) -> None:
+        """Ask the engine thread to end after its current step."""
+        self._accepting = False
+        self._stop.set()
+        self._wake.set()
 
     # ------------------------------------------------------------------------------------- thread
     def _run(self) -> None:
@@ -82,10 +105,11 @@ class EngineRunner:
                     window_start, window_tokens = time.monotonic(), 0
                     continue
                 outs = self.engine.step()
+                now = time.monotonic()
                 n = sum(len(o.token_ids) for o in outs)
                 window_tokens += n
                 self.stats.generated_tokens += n
-                now = time.monotonic()
+                self.timing.observe(outs, now)
                 if now - window_start >= 1.0:
                     self.stats.tokens_per_s = window_tokens / (now - window_start)
                     window_start, window_tokens = now, 0
@@ -112,10 +136,12 @@ class EngineRunner:
         """Queue a request (raises EngineError / QueueFull at once); its outputs go to `queue` (several
         requests may share one). Call `release` when done with it."""
         self._queues[request_id] = queue
+        self.timing.submitted(request_id, params.n, time.monotonic())  # before the engine thread can see it
         try:
             self.engine.add_request(prompt_ids, params, request_id)
         except BaseException:
             self._queues.pop(request_id, None)
+            self.timing.forget(request_id)
             raise
         self._wake.set()
 

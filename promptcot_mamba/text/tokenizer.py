@@ -56,6 +56,12 @@ class Tokenizer:
 
     # ------------------------------------------------------------------------------------------
     @property
+    def backend(self) -> _HFTokenizer:
+        """The `tokenizers.Tokenizer` this wraps, for what it does best: `encode_batch`/`decode_batch`
+        run in Rust without the GIL, and the vocabulary's own pieces (`id_to_token`)."""
+        return self._tok
+
+    @property
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size(with_added_tokens=True)
 

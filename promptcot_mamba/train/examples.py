@@ -84,7 +84,7 @@ class Renderer:
         return [Example(tuple(p) + tuple(c) + tuple(self.extra_eos), len(p)) for p, c in zip(p_ids, c_ids)]
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
-        inner = getattr(self.tokenizer, "_tok", None)  # the `tokenizers` object: batch encode in Rust
+        inner = getattr(self.tokenizer, "backend", None)  # the `tokenizers` object: batch encode in Rust
         if inner is not None and hasattr(inner, "encode_batch"):
             return [e.ids for e in inner.encode_batch(texts, add_special_tokens=False)]
         return [self.tokenizer.encode(t) for t in texts]

@@ -239,3 +239,79 @@ def test_invalid_requests_are_refused(model, tok):
         SamplingParams(top_p=0.0)
     with pytest.raises(ValueError, match="min_tokens"):
         SamplingParams(max_tokens=2, min_tokens=3)
+
+
+@torch.no_grad()
+def _forward(model, ids):
+    return model(torch.tensor([ids])).logits[0]
+
+
+def _close(got, want, scale, what):
+    """Equal up to the rounding of a whole-model value relative to the logits' scale: the engine runs
+    segmented prefills and one-token decode steps, the reference one whole-sequence forward."""
+    err = float((torch.as_tensor(got) - torch.as_tensor(want)).abs().max())
+    assert err <= rtol(torch.float32, SSD_TERMS) * scale, (what, err)
+
+
+def test_prompt_logprobs_equal_the_forward_pass_and_bypass_the_prefix_cache(model, tok):
+    p = prompts(tok, 1, seed=21)[0] * 3  # about 60 tokens: 5 segments of 16 or fewer (cache points 8, 16, 32)
+    assert len(p) > 40
+    e = engine(model, tok, prefix_cache_gb=0.01, prefix_block=8, prefill_chunk=16)
+    e.generate([p], SamplingParams(max_tokens=2, temperature=0.0))  # this prompt's prefixes are now cached
+    r = e.generate([p], SamplingParams(max_tokens=0, prompt_logprobs=5, n=2))[0]
+    # nothing generated, no slot held, and every position scored (the cached prefix has no logits)
+    assert r.cached_prompt_tokens == 0 and [s.token_ids for s in r.samples] == [[], []]
+    assert [s.finish_reason for s in r.samples] == ["length", "length"] and not e.has_work()
+    lps = r.prompt_logprobs
+    assert len(lps) == len(p) and lps[0] is None and [lp.token_id for lp in lps[1:]] == p[1:]
+    logits = _forward(model, p)[:-1]
+    ref = torch.log_softmax(logits, -1)
+    scale = float(logits.abs().max())
+    _close([lp.logprob for lp in lps[1:]], ref[torch.arange(len(p) - 1), p[1:]], scale, "prompt logprobs")
+    _close([[v for _, v in lp.top] for lp in lps[1:]], ref.topk(5).values, scale, "top-5 values")
+    for j, lp in enumerate(lps[1:]):
+        # the listed ids hold those values in the reference too (ids may swap only at a near-tie)
+        _close(ref[j, [t for t, _ in lp.top]], [v for _, v in lp.top], scale, f"top-5 ids at {j}")
+        assert lp.logprob == dict(lp.top).get(lp.token_id, lp.logprob)  # one value per token, its own
+        bound = rtol(torch.float32, SSD_TERMS) * scale
+        above = ref[j] - ref[j, p[j + 1]]
+        assert int((above > bound).sum()) + 1 <= lp.rank <= int((above > -bound).sum()), (j, lp.rank)
+    # a request without prompt logprobs still reads the cache
+    again = e.generate([p], SamplingParams(max_tokens=1, temperature=0.0))[0]
+    assert again.cached_prompt_tokens >= 32 and again.prompt_logprobs is None
+
+
+def test_prompt_logprobs_with_generation(model, tok):
+    p = tok.encode("The quick brown fox")
+    sp = SamplingParams(max_tokens=5, temperature=0.0, ignore_eos=True)
+    plain = engine(model, tok).generate([p], sp)[0].samples[0]
+    r = engine(model, tok).generate([p], SamplingParams(max_tokens=5, temperature=0.0, ignore_eos=True,
+                                                        prompt_logprobs=0))[0]
+    assert len(r.prompt_logprobs) == len(p) and all(lp.top == [] for lp in r.prompt_logprobs[1:])
+    assert len(r.samples[0].token_ids) == 5
+    # the first token comes from the last row of all-position logits instead of a last-row-only
+    # projection: the same up to rounding, so greedy agrees unless the first step is a near-tie
+    logits = _forward(model, p)[-1]
+    top2 = logits.topk(2).values
+    if float(top2[0] - top2[1]) > rtol(torch.float32, SSD_TERMS) * float(logits.abs().max()):
+        assert r.samples[0].token_ids[0] == plain.token_ids[0]
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.5])
+def test_greedy_logprobs_are_the_raw_model_distribution(model, tok, penalty):
+    """Under greedy decoding the chosen token's logprob and the top k are the log-softmax of the model's
+    logits at that step, whatever the penalties did to the choice (the raw distribution, vLLM's default)."""
+    p = tok.encode("Let x be a real number")
+    s = engine(model, tok).generate([p], SamplingParams(max_tokens=10, temperature=0.0, logprobs=5, ignore_eos=True,
+                                                        repetition_penalty=penalty))[0].samples[0]
+    ids = p + s.token_ids
+    logits = _forward(model, ids)[len(p) - 1:-1]
+    ref = torch.log_softmax(logits, -1)
+    scale = float(logits.abs().max())
+    assert [lp.token_id for lp in s.logprobs] == s.token_ids
+    _close([lp.logprob for lp in s.logprobs], ref[torch.arange(len(s.token_ids)), s.token_ids], scale, "chosen")
+    _close([[v for _, v in lp.top] for lp in s.logprobs], ref.topk(5).values, scale, "top-5")
+    for lp in s.logprobs:
+        assert len(lp.top) == 5 and lp.logprob == dict(lp.top).get(lp.token_id, lp.logprob)
+    if penalty == 1.0:
+        assert all(lp.rank == 1 for lp in s.logprobs)  # greedy on the raw logits: the most likely token

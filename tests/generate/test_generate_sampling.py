@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from promptcot_mamba.generate.detokenizer import IncrementalDetokenizer
-from promptcot_mamba.generate.sampling import RowSampler, SamplingParams, apply_penalties, sample
+from promptcot_mamba.generate.detokenizer import IncrementalDetokenizer, token_bytes
+from promptcot_mamba.generate.sampling import RowSampler, SamplingParams, apply_penalties, logprobs_of, sample
 from promptcot_mamba.generate.tiny import build_tiny_tokenizer
 
 LOGITS = torch.log(torch.tensor([0.5, 0.25, 0.15, 0.07, 0.03]))
@@ -82,7 +82,29 @@ def test_detokenizer_deltas_concatenate_and_stop_across_tokens():
 
 def test_sampling_params_validation():
     for bad in ({"temperature": -0.1}, {"top_k": -2}, {"min_p": 1.5}, {"repetition_penalty": 0},
-                {"presence_penalty": 2.5}, {"n": 0}, {"max_tokens": 0}, {"stop": ("",)}, {"logprobs": 21},
+                {"presence_penalty": 2.5}, {"n": 0}, {"max_tokens": -1}, {"stop": ("",)}, {"logprobs": 21},
+                {"prompt_logprobs": 21}, {"prompt_logprobs": -1},
                 {"temperature": math.nan}):
         with pytest.raises(ValueError):
             SamplingParams(**bad)
+
+
+def test_logprobs_of_gives_each_token_its_own_value_rank_and_the_top_k():
+    logits = torch.tensor([[1.0, 3.0, 2.0, 0.5, 4.0]])
+    ref = torch.log_softmax(logits[0], -1).tolist()
+    [lp] = logprobs_of(logits, [3], [2])
+    assert lp.token_id == 3 and lp.logprob == ref[3] and lp.rank == 5
+    assert lp.top == [(4, ref[4]), (1, ref[1])]
+    # id 4 pads the vocabulary (limit 4): still in the normalisation, never in the top k or the ranks
+    [lp] = logprobs_of(logits, [1], [2], limit=4)
+    assert lp.logprob == ref[1] and lp.rank == 1 and lp.top == [(1, ref[1]), (2, ref[2])]
+    assert logprobs_of(logits, [1], [0])[0].top == []
+
+
+def test_token_bytes_add_up_to_the_text():
+    tok = build_tiny_tokenizer()
+    for text in ("The quick \u00e9\u20ac fox \U0001f98a", "<|im_start|>user\nhi<|im_end|>"):
+        ids = tok.encode(text)
+        assert b"".join(token_bytes(tok, i) for i in ids) == text.encode()
+    split = [i for i in tok.encode("\u00e9\u20ac") if tok.decode([i]) == "\ufffd"]
+    assert split and all(token_bytes(tok, i) != "\ufffd".encode() for i in split)
