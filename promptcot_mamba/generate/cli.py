@@ -11,14 +11,17 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     """Engine options shared by `pcm serve`, `pcm generate` and `pcm chat`."""
     p.add_argument("--model", required=True, help="a model folder as written by save_pretrained (with tokenizer.json)")
     p.add_argument("--memory-budget", type=float, default=None, metavar="GB",
-                   help="memory for weights + prefix cache + all sequences; sets how many run at once")
+                   help="memory for weights + prefix cache + all sequences; sets how many run at once "
+                        "(weights alone above it: refused before loading)")
     p.add_argument("--max-slots", type=int, default=None,
                    help="upper bound on concurrent sequences (default 64; with --memory-budget: what fits)")
     p.add_argument("--max-queue", type=int, default=256, help="waiting requests beyond this get HTTP 429")
     p.add_argument("--max-prompt-tokens", type=int, default=131072)
     p.add_argument("--max-new-tokens", type=int, default=131072)
     p.add_argument("--prefix-cache-gb", type=float, default=0.25)
-    p.add_argument("--dtype", default="auto", help="auto (the checkpoint's), float32, bfloat16")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="the weights' dtype: auto (default: as stored in the checkpoint), or converted "
+                        "while loading")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--kernels", default="", metavar="KEY=VALUE,...",

@@ -223,12 +223,14 @@ class Engine:
     @classmethod
     def from_pretrained(cls, path, config: EngineConfig | None = None, *, dtype="auto", device="cpu",
                         kernels: Kernels | None = None, require_tokenizer: bool = True) -> Engine:
-        """An engine over a model folder as `save_pretrained` writes it (with its tokenizer.json)."""
+        """An engine over a model folder as `save_pretrained` writes it (with its tokenizer.json).
+        `dtype`: "auto" (the checkpoint's), float32, bfloat16 or float16. A checkpoint whose weights
+        alone exceed `config.memory_budget_gb`, or the memory available, fails before loading."""
         from promptcot_mamba.model.lm import Mamba2LM
 
-        if isinstance(dtype, str) and dtype != "auto":
-            dtype = getattr(torch, dtype)
-        model = Mamba2LM.from_pretrained(path, dtype=dtype, device=device, kernels=kernels)
+        budget = config.memory_budget_gb if config is not None else None
+        model = Mamba2LM.from_pretrained(path, dtype=dtype, device=device, kernels=kernels,
+                                         max_memory_gb=budget)
         if require_tokenizer and model.tokenizer is None:
             raise FileNotFoundError(f"{path}: no tokenizer.json next to the weights; the engine needs one "
                                     f"to turn text into token ids")

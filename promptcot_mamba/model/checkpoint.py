@@ -3,30 +3,65 @@
 Read: config.json in the transformers or mamba_ssm dialect (or Mistral's params.json), weights as
 model.safetensors, sharded safetensors with an index, consolidated.safetensors, or pytorch_model.bin
 (loaded with `weights_only=True`). Write: the transformers dialect, safetensors, sharded above a size.
-Everything is validated against the config before a tensor is loaded into the model, so a wrong,
-truncated or mismatched checkpoint fails with one error naming the key and the shapes.
+
+Loading runs in two phases. First, from the files' headers alone, every key, shape and dtype is
+checked against the config, and the weights' size in the requested dtype against the memory there
+is; a wrong, truncated or mismatched checkpoint, or one that does not fit, fails with one error
+before any weight is read. Then the shards are taken one by one: a tensor already in the final dtype
+(on the CPU) is a view of a private map of its file, whose pages are the weights (no copy); any other
+is converted piece by piece, through one small staging buffer, into a tensor of its own. The peak is
+the weights' own bytes plus that buffer.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from promptcot_mamba.common.files import atomic_write_text
 from promptcot_mamba.model.config import ConfigError, Mamba2Config
 
 WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
+GB = 1e9  # decimal, as the engine's --memory-budget counts
+MEMINFO = Path("/proc/meminfo")  # MemAvailable: what the kernel can hand out without swapping
+# elements per staging read when converting: 1/128 of the weights' (under 1% beside them), at most 16M
+# (32 MiB of bf16). Each piece is one parallel copy, and on a busy 2-core machine each costs a thread
+# wake-up: a bf16 2.7B-shape checkpoint loaded as float32 in 24-27 s with 4M-element pieces, 20-25 s
+# with 16M, 18-20 s with 64M (writing the fresh float32 pages costs the rest)
+PIECE = 16 * 2**20
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+# the dtype codes of a safetensors header (https://github.com/huggingface/safetensors#format); the
+# integer ones only so that such a tensor gets the "expected floating point" error
+_STORED = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded; the message says which file, key and shapes."""
+
+
+def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """None for "auto" (or None): the checkpoint decides; else float32, bfloat16 or float16 (a name or
+    a torch dtype)."""
+    if dtype is None or (isinstance(dtype, str) and dtype == "auto"):
+        return None
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype.removeprefix("torch.") in DTYPES:
+        return DTYPES[dtype.removeprefix("torch.")]
+    raise ValueError(f"unknown dtype {dtype!r}: use auto (the checkpoint's), float32, bfloat16 or float16")
 
 
 def resolve_path(path_or_id: str | Path, *, revision: str | None = None) -> Path:
@@ -72,39 +107,6 @@ def read_config(folder: Path) -> Mamba2Config:
     raise CheckpointError(f"{folder}: no config.json (or params.json) found")
 
 
-def _read_weight_files(folder: Path) -> dict[str, torch.Tensor]:
-    index = folder / INDEX
-    files: list[Path]
-    if index.exists():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError) as err:
-            raise CheckpointError(f"{index}: malformed shard index ({err})") from None
-        files = [folder / f for f in sorted(set(weight_map.values()))]
-    elif (folder / WEIGHTS).exists():
-        files = [folder / WEIGHTS]
-    elif (folder / "consolidated.safetensors").exists():
-        files = [folder / "consolidated.safetensors"]
-    elif (folder / "pytorch_model.bin").exists():
-        try:
-            return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise CheckpointError(f"{folder / 'pytorch_model.bin'}: cannot be read ({err})") from None
-    else:
-        raise CheckpointError(f"{folder}: no weights found (model.safetensors, {INDEX}, "
-                              "consolidated.safetensors or pytorch_model.bin)")
-    state: dict[str, torch.Tensor] = {}
-    for f in files:
-        if not f.exists():
-            raise CheckpointError(f"{f}: shard listed in the index is missing")
-        try:
-            part = load_file(f)
-        except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(f"{f}: not a readable safetensors file (truncated or corrupt?): {err}") from None
-        state.update(part)
-    return state
-
-
 def _canonical_key(key: str) -> str:
     if key.startswith("model."):  # Mistral's consolidated format
         key = key[len("model."):]
@@ -135,19 +137,174 @@ def expected_shapes(config: Mamba2Config) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def validate_state_dict(config: Mamba2Config, state: dict[str, torch.Tensor], *, source: str) -> dict[str, torch.Tensor]:
-    """Rename to canonical keys and check every key and shape; raise one clear CheckpointError."""
-    state = {_canonical_key(k): v for k, v in state.items()}
+@dataclass
+class _Stored:
+    """One tensor of a weight file, as its header describes it; nothing of its data read yet."""
+
+    file: Path
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    offset: int = 0  # safetensors: where its bytes start in the file
+    mapped: torch.Tensor | None = None  # pytorch_model.bin: torch.load's memory-mapped tensor
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def pieces(self, staging: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+        """(first element, the next elements flat, in the stored dtype), as many at a time as the
+        staging buffer (from `_staging`) holds; every piece reuses it."""
+        step = staging.numel() // 8
+        if self.mapped is not None:
+            flat = self.mapped.reshape(-1)
+            yield from ((a, flat[a:a + step]) for a in range(0, self.numel, step))
+            return
+        for a in range(0, self.numel, step):
+            piece = staging[:min(step, self.numel - a) * self.dtype.itemsize].view(self.dtype)
+            _read_bytes(self.file, self.offset + a * self.dtype.itemsize, piece)
+            yield a, piece
+
+    def load(self, dtype: torch.dtype, device: torch.device, staging: torch.Tensor,
+             maps: dict[Path, torch.Tensor]) -> torch.Tensor:
+        """The tensor in `dtype` on `device`. Stored that way on the CPU: a view of a private map of
+        its file (no copy; pages come from the page cache as the model first touches them, a write
+        copies the page; the file must be replaced, not truncated, while the model lives);
+        otherwise converted piece by piece into a tensor of its own."""
+        if dtype == self.dtype and device.type == "cpu":
+            if self.mapped is not None:
+                return self.mapped
+            if self.offset % dtype.itemsize == 0:  # a view needs the dtype's alignment
+                if self.file not in maps:
+                    n = self.file.stat().st_size
+                    maps[self.file] = torch.from_file(str(self.file), shared=False, size=n, dtype=torch.uint8)
+                nbytes = self.numel * dtype.itemsize
+                return maps[self.file][self.offset:self.offset + nbytes].view(dtype).view(self.shape)
+        out = torch.empty(self.shape, dtype=dtype, device=device)
+        flat = out.view(-1)
+        for a, piece in self.pieces(staging):
+            flat[a:a + len(piece)].copy_(piece)
+        return out
+
+
+def _read_bytes(path: Path, offset: int, out: torch.Tensor) -> None:
+    """Fill the contiguous CPU tensor `out` with the file's bytes from `offset`, read straight into it."""
+    view = memoryview(out.view(-1).view(torch.uint8).numpy())
+    with open(path, "rb", buffering=0) as fh:
+        fh.seek(offset)
+        done = 0
+        while done < len(view):
+            n = fh.readinto(view[done:])
+            if not n:
+                raise CheckpointError(f"{path}: ended early (truncated while loading?)")
+            done += n
+
+
+def _staging(numel: int) -> torch.Tensor:
+    """The one staging buffer of a load of `numel` elements, for pieces of any dtype (a fresh one per
+    tensor left freed holes in the heap: +12% RSS at 130M into float32); only the pages a piece
+    touches become resident."""
+    return torch.empty(min(PIECE, max(2**20, numel // 128)) * 8, dtype=torch.uint8)
+
+
+def _safetensors_header(f: Path) -> dict[str, _Stored]:
+    """The tensors of a safetensors file, from its header (an 8-byte length, then JSON) alone.
+
+    Tensors to convert are then read with plain reads into the staging buffer, not through
+    safetensors' `safe_open`: with its mmap backend (the only one before safetensors 0.8; the project
+    allows 0.4) every page it reads joins this process's RSS and stays while the file is mapped.
+    Loading a bf16 130M-shape checkpoint into float32 that way peaked at 1.50x the float32 weights;
+    this way, 1.005x."""
+    def bad(what) -> CheckpointError:
+        return CheckpointError(f"{f}: not a readable safetensors file (truncated or corrupt?): {what}")
+
+    try:
+        size = f.stat().st_size
+        with open(f, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little") if size >= 8 else 0
+            if not 0 < n <= size - 8:
+                raise bad(f"a header of {n} bytes in a file of {size}")
+            header = json.loads(fh.read(n))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise bad(err) from None
+    if not isinstance(header, dict):
+        raise bad("the header is not a JSON object")
+    out: dict[str, _Stored] = {}
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            code = info["dtype"]
+            shape = tuple(int(d) for d in info["shape"])
+            begin, end = (int(x) for x in info["data_offsets"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise bad(f"{key}: malformed entry ({err!r})") from None
+        if code not in _STORED:
+            raise CheckpointError(f"{f}: {key} is stored as {code}, which this loader does not read "
+                                  f"(it reads {', '.join(_STORED)})")
+        t = _Stored(f, _STORED[code], shape, offset=8 + n + begin)
+        if end - begin != t.numel * t.dtype.itemsize or begin < 0 or 8 + n + end > size:
+            raise bad(f"{key}: bytes {begin}..{end} of {size - 8 - n} for shape {shape} in {code}")
+        out[key] = t
+    return out
+
+
+def _torch_bin(f: Path) -> dict[str, _Stored]:
+    """pytorch_model.bin through a memory map: torch.load reads the pickle, the data stays on disk.
+    A tensor kept as stored is then adopted as it is (a view of the map); the pages a conversion
+    reads stay in RSS until the load ends, so the one-copy bound holds for safetensors only."""
+    try:
+        try:
+            state = torch.load(f, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # the legacy (pre-zip) format cannot be mapped: read it whole
+            state = torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"{f}: cannot be read ({err})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{f}: expected a dict of tensors")
+    return {k: _Stored(f, v.dtype, tuple(v.shape), mapped=v) for k, v in state.items()}
+
+
+def _stored_tensors(folder: Path) -> dict[str, _Stored]:
+    """Every tensor of the checkpoint under its canonical key, from the headers."""
+    index = folder / INDEX
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            files = [folder / f for f in sorted(set(weight_map.values()))]
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+            raise CheckpointError(f"{index}: malformed shard index ({err!r})") from None
+    elif (folder / WEIGHTS).exists():
+        files = [folder / WEIGHTS]
+    elif (folder / "consolidated.safetensors").exists():
+        files = [folder / "consolidated.safetensors"]
+    elif (folder / "pytorch_model.bin").exists():
+        return {_canonical_key(k): t for k, t in _torch_bin(folder / "pytorch_model.bin").items()}
+    else:
+        raise CheckpointError(f"{folder}: no weights found (model.safetensors, {INDEX}, "
+                              "consolidated.safetensors or pytorch_model.bin)")
+    out: dict[str, _Stored] = {}
+    for f in files:
+        if not f.exists():
+            raise CheckpointError(f"{f}: shard listed in the index is missing")
+        for key, t in _safetensors_header(f).items():
+            k = _canonical_key(key)
+            if k in out:
+                raise CheckpointError(f"{f}: {key} is also in {out[k].file.name}")
+            out[k] = t
+    return out
+
+
+def _validate(config: Mamba2Config, stored: dict[str, _Stored], *,
+              source: str) -> tuple[dict[str, _Stored], _Stored | None]:
+    """Check every key, shape and dtype against the config; raise one clear CheckpointError.
+    Returns the tensors the model takes and, for tied embeddings, a stored lm_head (to compare)."""
+    stored, head = dict(stored), None
     expected = expected_shapes(config)
     if config.tie_word_embeddings:
-        lm = state.pop("lm_head.weight", None)
-        emb = state.get("backbone.embeddings.weight")
-        if lm is not None and emb is not None and not torch.equal(lm, emb):
-            raise CheckpointError(f"{source}: config says tie_word_embeddings=true but lm_head.weight "
-                                  "differs from backbone.embeddings.weight")
+        head = stored.pop("lm_head.weight", None)
         expected.pop("lm_head.weight")
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
+    missing = [k for k in expected if k not in stored]
+    unexpected = [k for k in stored if k not in expected]
     if missing or unexpected:
         parts = []
         if missing:
@@ -156,18 +313,77 @@ def validate_state_dict(config: Mamba2Config, state: dict[str, torch.Tensor], *,
             parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
         raise CheckpointError(f"{source}: keys do not match the config: " + "; ".join(parts))
     for k, shape in expected.items():
-        if tuple(state[k].shape) != shape:
-            raise CheckpointError(f"{source}: {k} has shape {tuple(state[k].shape)} but the config implies {shape}")
-        if not state[k].is_floating_point():
-            raise CheckpointError(f"{source}: {k} has dtype {state[k].dtype}, expected floating point")
-    return state
+        if stored[k].shape != shape:
+            raise CheckpointError(f"{source}: {k} has shape {stored[k].shape} but the config implies {shape}")
+        if not stored[k].dtype.is_floating_point:
+            raise CheckpointError(f"{source}: {k} has dtype {stored[k].dtype}, expected floating point")
+    return stored, head
 
 
-def load_checkpoint(folder: str | Path) -> tuple[Mamba2Config, dict[str, torch.Tensor]]:
-    folder = Path(folder)
+def _auto_dtype(stored: dict[str, _Stored]) -> torch.dtype:
+    """What `dtype="auto"` loads in: the dtype the weights are stored in. A checkpoint that mixes
+    dtypes (converted mamba_ssm checkpoints may keep A_log, D and dt_bias in float32 beside bfloat16
+    matrices) loads in the one holding most parameters. The headers decide, not config.json's
+    `torch_dtype`, which can be stale (a float32 config over converted bfloat16 weights would load
+    at twice the memory)."""
+    counts: dict[torch.dtype, int] = {}
+    for t in stored.values():
+        counts[t.dtype] = counts.get(t.dtype, 0) + t.numel
+    return max(counts, key=lambda d: (counts[d], d.itemsize))
+
+
+def _check_memory(stored: dict[str, _Stored], dtype: torch.dtype, device: torch.device,
+                  max_memory_gb: float | None, *, source: str) -> None:
+    """Refuse, before reading any weight, a load whose weights exceed the budget or the free memory."""
+    need = sum(t.numel for t in stored.values()) * dtype.itemsize
+    limits = [] if max_memory_gb is None else [(max_memory_gb * GB, "the memory budget")]
+    if device.type == "cuda":
+        limits.append((torch.cuda.mem_get_info(device)[0], f"free on {device}"))
+    elif device.type == "cpu":
+        try:
+            line = next(ln for ln in MEMINFO.read_text().splitlines() if ln.startswith("MemAvailable:"))
+            limits.append((int(line.split()[1]) * 1024, f"MemAvailable in {MEMINFO}"))
+        except (OSError, StopIteration, IndexError, ValueError):  # no /proc (not Linux): no system check
+            pass
+    for have, what in limits:
+        if need > have:
+            as_stored = sum(t.numel * t.dtype.itemsize for t in stored.values())
+            hint = f"; as stored (dtype='auto') {as_stored / GB:.3g} GB" if as_stored < need else ""
+            name = str(dtype).removeprefix("torch.")
+            raise CheckpointError(f"{source}: the weights need {need / GB:.3g} GB in {name}, "
+                                  f"have {have / GB:.3g} GB ({what}){hint}")
+
+
+def _same_values(a: _Stored, b: _Stored) -> bool:
+    if a.shape != b.shape:
+        return False
+    pairs = zip(a.pieces(_staging(a.numel)), b.pieces(_staging(a.numel)))
+    return all(torch.equal(pa, pb.to(pa.dtype)) for (_, pa), (_, pb) in pairs)
+
+
+def load_checkpoint(path_or_id: str | Path, *, dtype: torch.dtype | str | None = "auto",
+                    device: str | torch.device = "cpu", max_memory_gb: float | None = None,
+                    revision: str | None = None) -> tuple[Path, Mamba2Config, dict[str, torch.Tensor]]:
+    """(folder, config, state dict under canonical keys in the final dtype on `device`; a tied
+    lm_head left out). Bad arguments and bad checkpoints fail before any weight is read."""
+    target = resolve_dtype(dtype)
+    b = max_memory_gb
+    if b is not None and (isinstance(b, bool) or not isinstance(b, int | float) or b <= 0):
+        raise ValueError(f"max_memory_gb must be a number > 0, got {b!r}")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device}: this torch has no usable CUDA device")
+    folder = resolve_path(path_or_id, revision=revision)
     config = read_config(folder)
-    state = validate_state_dict(config, _read_weight_files(folder), source=str(folder))
-    return config, state
+    stored, head = _validate(config, _stored_tensors(folder), source=str(folder))
+    target = target or _auto_dtype(stored)
+    _check_memory(stored, target, device, max_memory_gb, source=str(folder))
+    if head is not None and not _same_values(head, stored["backbone.embeddings.weight"]):
+        raise CheckpointError(f"{folder}: config says tie_word_embeddings=true but lm_head.weight "
+                              "differs from backbone.embeddings.weight")
+    order = sorted(stored.items(), key=lambda kv: (str(kv[1].file), kv[1].offset))  # shard by shard
+    staging, maps = _staging(sum(t.numel for t in stored.values())), {}
+    return folder, config, {k: t.load(target, device, staging, maps) for k, t in order}
 
 
 def save_checkpoint(model, path: str | Path, *, max_shard_bytes: int = 5 * 2**30) -> Path:
@@ -189,7 +405,7 @@ def save_checkpoint(model, path: str | Path, *, max_shard_bytes: int = 5 * 2**30
         size += nbytes
     for old in list(folder.glob("model*.safetensors")) + [folder / INDEX]:
         if old.exists():
-            old.unlink()
+            old.unlink()  # not overwritten in place: a model loaded from them may still map them
     meta = {"format": "pt"}
     if len(shards) == 1:
         save_file(shards[0], str(folder / WEIGHTS), metadata=meta)

@@ -158,26 +158,30 @@ class Mamba2LM(nn.Module):
 
     # ------------------------------------------------------------------------- checkpoint I/O
     @classmethod
-    def from_pretrained(cls, path_or_id: str | Path, *, dtype: torch.dtype | str | None = torch.float32,
+    def from_pretrained(cls, path_or_id: str | Path, *, dtype: torch.dtype | str | None = "auto",
                         device: str | torch.device = "cpu", kernels: Kernels | None = None,
-                        revision: str | None = None) -> Mamba2LM:
+                        revision: str | None = None, max_memory_gb: float | None = None) -> Mamba2LM:
         """Load a `Mamba2ForCausalLM` checkpoint (transformers or mamba_ssm dialect) from a folder or
-        a Hub id (downloaded only when the path does not exist locally). `dtype="auto"` keeps the
-        checkpoint's dtype."""
-        from promptcot_mamba.model.checkpoint import load_checkpoint, resolve_path
+        a Hub id (downloaded only when the path does not exist locally).
 
-        folder = resolve_path(path_or_id, revision=revision)
-        config, state_dict = load_checkpoint(folder)
-        if dtype == "auto":
-            dtype = next(iter(state_dict.values())).dtype
+        `dtype="auto"` (the default, as in transformers 5) keeps the dtype the weights are stored in;
+        a checkpoint mixing dtypes loads in the one holding most parameters. float32, bfloat16 or
+        float16 (a name or a torch dtype) converts each tensor as it is read, so memory never holds
+        two copies; weights kept as stored (on the CPU) are views of a private map of their file, so
+        the checkpoint's files must be replaced, not rewritten in place, while the model is in use.
+        A checkpoint that needs more than `max_memory_gb` (10^9 bytes) or than the memory available
+        (Linux's MemAvailable; a CUDA device's free memory) fails before anything is loaded."""
+        from promptcot_mamba.model.checkpoint import load_checkpoint
+
+        folder, config, state_dict = load_checkpoint(path_or_id, dtype=dtype, device=device,
+                                                     max_memory_gb=max_memory_gb, revision=revision)
         with torch.device("meta"):
             model = cls(config, kernels=kernels)
-        # assign=True adopts the loaded tensors instead of copying them into fresh ones: peak memory
-        # while loading is one copy of the weights, not two (bench_model.py decode RSS)
-        model.load_state_dict({k: v.to(device) for k, v in state_dict.items()}, strict=False, assign=True)
+        # assign=True adopts the loaded tensors (already in their final dtype and device) instead of
+        # copying them into fresh ones: loading holds one copy of the weights, never two
+        model.load_state_dict(state_dict, strict=False, assign=True)
         if config.tie_word_embeddings:
             model.lm_head.weight = model.backbone.embeddings.weight
-        model = model.to(dtype=dtype)
         model.tokenizer = _maybe_tokenizer(folder)
         return model.eval()
 

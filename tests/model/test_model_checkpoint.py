@@ -1,6 +1,7 @@
 """Malformed checkpoints fail with one clear error naming the file, key and shapes."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -127,3 +128,65 @@ def test_hub_id_resolves_through_the_local_hub_cache(tmp_path, monkeypatch):
         assert torch.equal(loaded(ids).logits, model(ids).logits)
     with pytest.raises(CheckpointError, match="Hub download failed"):
         Mamba2LM.from_pretrained("acme/not-cached")
+
+
+def test_tied_checkpoint_with_a_head_that_differs(saved):
+    """A tied config may store lm_head.weight too (transformers drops it, others keep it): equal is
+    fine and stays tied; different is refused, before anything is loaded."""
+    emb = load_file(saved / "model.safetensors")["backbone.embeddings.weight"]
+    _edit_weights(saved, lambda sd: sd.__setitem__("lm_head.weight", emb.clone()))
+    loaded = Mamba2LM.from_pretrained(saved)
+    assert loaded.lm_head.weight is loaded.backbone.embeddings.weight
+    assert torch.equal(loaded.lm_head.weight, emb)
+    other = emb.clone()
+    other[-1, -1] += 1
+    _edit_weights(saved, lambda sd: sd.__setitem__("lm_head.weight", other))
+    with pytest.raises(CheckpointError, match="tie_word_embeddings=true but lm_head.weight differs"):
+        Mamba2LM.from_pretrained(saved)
+
+
+def test_integer_and_unreadable_dtypes(saved):
+    ints = torch.zeros(8, dtype=torch.int32)
+    _edit_weights(saved, lambda sd: sd.__setitem__("backbone.layers.0.mixer.D", ints))
+    with pytest.raises(CheckpointError, match=r"mixer\.D has dtype torch.int32, expected floating point"):
+        Mamba2LM.from_pretrained(saved)
+    fp8 = torch.zeros(8).to(torch.float8_e4m3fn)
+    _edit_weights(saved, lambda sd: sd.__setitem__("backbone.layers.0.mixer.D", fp8))
+    with pytest.raises(CheckpointError, match=r"mixer\.D is stored as F8_E4M3, which this loader does not"):
+        Mamba2LM.from_pretrained(saved)
+
+
+def test_malformed_header_and_index(saved):
+    (saved / "model.safetensors").write_bytes((10**9).to_bytes(8, "little") + b"{}")
+    with pytest.raises(CheckpointError, match="truncated or corrupt.*header of 1000000000 bytes"):
+        Mamba2LM.from_pretrained(saved)
+    (saved / "model.safetensors.index.json").write_text(json.dumps({"weight_map": ["not", "a", "map"]}))
+    with pytest.raises(CheckpointError, match="malformed shard index"):
+        Mamba2LM.from_pretrained(saved)
+
+
+def test_key_in_two_shards(tmp_path):
+    Mamba2LM("tiny").save_pretrained(tmp_path, max_shard_bytes=20_000)
+    first, second = sorted(tmp_path.glob("model-*.safetensors"))[:2]
+    key, value = next(iter(load_file(first).items()))
+    sd = load_file(second)
+    sd[key] = value
+    save_file(sd, second)
+    with pytest.raises(CheckpointError, match=rf"{re.escape(key)} is also in {first.name}"):
+        Mamba2LM.from_pretrained(tmp_path)
+
+
+def test_model_loaded_without_copy_is_its_own_and_resaves_in_place(tmp_path):
+    """Weights in the stored dtype are views of a private map of the file: writing to them leaves the
+    file as it was, and saving over the same folder (old files unlinked, not truncated) works."""
+    torch.manual_seed(5)
+    Mamba2LM("tiny-g1").save_pretrained(tmp_path)
+    before = (tmp_path / "model.safetensors").read_bytes()
+    model = Mamba2LM.from_pretrained(tmp_path)
+    with torch.no_grad():
+        model.backbone.layers[0].mixer.in_proj.weight.add_(1.0)
+    assert (tmp_path / "model.safetensors").read_bytes() == before
+    model.save_pretrained(tmp_path)
+    again = Mamba2LM.from_pretrained(tmp_path)
+    for name, p in model.named_parameters():
+        assert torch.equal(p, dict(again.named_parameters())[name]), name
