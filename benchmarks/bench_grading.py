@@ -1,8 +1,9 @@
 """Grading throughput: HumanEval+ canonical solutions (all 164 tasks, every base and plus input) graded by
-`pcm eval grade` and by the `evalplus` package's own evaluator on the same data, in the same run; and the
-time per 1,000 strict math verifications.
+`pcm eval grade` and by the `evalplus` package's own evaluator on the same data, in the same run; the
+time per 1,000 strict math verifications; and LiveCodeBench grading time on the labelled corpus.
 
     python benchmarks/bench_grading.py [--skip-evalplus] [--out benchmarks/results/grading-cpu.json]
+    python benchmarks/bench_grading.py --lcb-only  # rerun only the LiveCodeBench part, keeping the rest
 
 Both code graders run as command-line processes over a samples file (imports, data loading and ground-truth
 computation included), cold (empty ground-truth cache) then warm, with the same time limits
@@ -90,6 +91,7 @@ def bench_math(n: int = 1000) -> dict:
     in-process baseline runs first, in this process, so no variant starts with a warm sympy cache."""
     import logging
 
+    from promptcot_mamba.eval.harness import math_options
     from promptcot_mamba.eval.math_grader import MathGradeConfig, MathGrader, equivalent, last_boxed
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)
@@ -98,23 +100,55 @@ def bench_math(n: int = 1000) -> dict:
     for i in range(n):
         p = probs[i % len(probs)]
         pred = p.gold if (i // len(probs)) % 2 == 0 else p.gold + "+1"
-        items.append((f"reasoning\n</think>\n\nSo \\boxed{{{pred}}}", p.gold, {}))
+        items.append((f"reasoning\n</think>\n\nSo \\boxed{{{pred}}}", p.gold, math_options(p)))
     out = {"items": n, "load_average_before": os.getloadavg()}
     # Baseline: plain in-process math-verify on one core, no time limits at all (unsafe, for reference).
     t0 = time.perf_counter()
     for c, gold, _ in items:
         equivalent(gold, last_boxed(c))
     out["inprocess_single_core_s_per_1000"] = (time.perf_counter() - t0) / n * 1000
-    for lenient in (False, True):
-        g = MathGrader(MathGradeConfig(lenient=lenient))
+    for paper in (False, True):
+        g = MathGrader(MathGradeConfig(paper=paper))
         _ = g.pool  # start + warm the workers outside the timing
         t0 = time.perf_counter()
         grades = g.grade_many(items)
         dt = time.perf_counter() - t0
         g.close()
-        key = "strict_and_lenient" if lenient else "strict"
+        key = "strict_and_paper" if paper else "strict"
         out[key + "_s_per_1000"] = dt / n * 1000
         out[key + "_correct"] = sum(x.verdict == "correct" for x in grades)
+    out["load_average_after"] = os.getloadavg()
+    return out
+
+
+def bench_lcb(jobs: int) -> dict:
+    """LiveCodeBench: the 70 programs of tests/eval/data/lcb_grading_corpus.jsonl on their problems' statement
+    sample tests (the hidden tests need the Hub), graded strict only, then strict + paper (the default: a
+    second sandbox run per program), `jobs` at a time, 30 s per test. The one program that never terminates
+    costs the full limit in each mode, so it is timed apart from the 69 others."""
+    from promptcot_mamba.eval.code_grader import CodeGradeConfig, CodeGrader
+
+    rows = [json.loads(x) for x in (ROOT / "tests/eval/data/lcb_grading_corpus.jsonl").read_text().splitlines()]
+    probs = load_benchmark("livecodebench", lcb_tests="samples").by_id()
+    wrap = "Thought.\n</think>\n\n```python\n{}```\n"
+    out = {"programs": len(rows), "jobs": jobs, "tests": "statement samples", "load_average_before": os.getloadavg()}
+    for paper in (False, True):
+        key = "strict_and_paper" if paper else "strict"
+        grader = CodeGrader(CodeGradeConfig(jobs=jobs, paper=paper))
+        for part, sel in (("terminating", [r for r in rows if r["kind"] != "timeout"]),
+                          ("never_terminating", [r for r in rows if r["kind"] == "timeout"])):
+            t0 = time.perf_counter()
+            grades = grader.grade_many([(probs[r["problem_id"]], wrap.format(r["program"])) for r in sel])
+            dt = time.perf_counter() - t0
+            out[f"{key}_{part}_s"] = dt
+            if part == "terminating":
+                out[f"{key}_programs_per_s"] = len(sel) / dt
+                out[f"{key}_strict_equals_truth"] = sum(
+                    (g.verdict == "correct") == (r["truth"] == "pass") for r, g in zip(sel, grades))
+                if paper:
+                    out["paper_equals_authors_copy"] = sum(
+                        (g.paper_verdict == "correct") == (r["authors_copy_verdict"] == "pass")
+                        for r, g in zip(sel, grades))
     out["load_average_after"] = os.getloadavg()
     return out
 
@@ -146,13 +180,29 @@ def bench_code(he: dict, work: Path, bench, bench_file: Path, args) -> None:
               f"verdict differences: {diff or 'none'}")
 
 
+def _print_lcb(r: dict) -> None:
+    print(f"livecodebench: {r['programs'] - 1} terminating programs: strict {r['strict_terminating_s']:.1f} s "
+          f"({r['strict_programs_per_s']:.1f} programs/s), strict + paper {r['strict_and_paper_terminating_s']:.1f} s "
+          f"({r['strict_and_paper_programs_per_s']:.1f} programs/s); the never-terminating one: "
+          f"{r['strict_never_terminating_s']:.1f} s strict, {r['strict_and_paper_never_terminating_s']:.1f} s both")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/grading-cpu.json"))
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--skip-evalplus", action="store_true")
     ap.add_argument("--math-only", action="store_true", help="rerun only the math part, keeping the code results")
+    ap.add_argument("--lcb-only", action="store_true", help="rerun only the LiveCodeBench part, keeping the rest")
     args = ap.parse_args()
+    if args.lcb_only:
+        prev = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
+        result = {**prev, "livecodebench": bench_lcb(args.jobs)}
+        _print_lcb(result["livecodebench"])
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.out}")
+        return 0
     import torch
 
     bench = load_benchmark("humanevalplus")
@@ -170,9 +220,12 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="pcm-bench-grading-") as tmp:
             bench_code(result["humanevalplus"], Path(tmp), bench, bench_file, args)
     result["math"] = bench_math()
+    if not args.math_only:
+        result["livecodebench"] = bench_lcb(args.jobs)
+        _print_lcb(result["livecodebench"])
     m = result["math"]
     print(f"math: {m['strict_s_per_1000']:.2f} s per 1000 strict verifications (2 workers), "
-          f"{m['strict_and_lenient_s_per_1000']:.2f} s with the lenient grader too; in-process single core "
+          f"{m['strict_and_paper_s_per_1000']:.2f} s with the paper grader too; in-process single core "
           f"{m['inprocess_single_core_s_per_1000']:.2f} s")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

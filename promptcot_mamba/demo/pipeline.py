@@ -301,7 +301,7 @@ def evaluate_models(arch: str, models: list[ModelToEvaluate], ev: EvalJob, *, pr
     from promptcot_mamba.demo.evaluation import evaluate_client, load_client
     from promptcot_mamba.eval.harness import Graders
 
-    graders = Graders(lenient=False, workers=1)
+    graders = Graders(paper=False, workers=1)
     rows = []
     try:
         for m in models:

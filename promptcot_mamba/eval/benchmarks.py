@@ -7,6 +7,12 @@ Hub. Local files are pinned by sha256 and a mismatch is an error; Hub copies com
 other field names), so they are normalised and hashed as canonical JSON, and the report says
 `source: hub` with that hash. Every `Benchmark` carries name, source, version and hash for the report.
 
+Gold answers: `GOLD_ERRATA` fixes, at load time, the golds that are defective upstream, each with its
+reason (the report lists them). `scan_golds` checks a benchmark's golds (math: each parses, with the
+strict grader's parser, to what it says and never to a trivial value such as 0 or a lone letter unless it
+is one; code: tests present and non-empty); tests/eval/test_eval_gold_scan.py runs it on all seven
+pinned files, and the loader runs it on copies from the Hub, which are not pinned.
+
 LiveCodeBench: the offline copy has statements and statement-derived sample tests only. Hidden tests
 come from `--lcb-tests PATH` (HF `code_generation_lite` jsonl rows) or the Hub, and each problem's full
 test set is checked against the md5 the record carries (`qwq_tests_md5`).
@@ -18,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +108,24 @@ _PROMPT_NOTES = {
 }
 
 
+# Golds fixed at load time: {benchmark: {problem id: (gold used, why)}}. The upstream string stays in
+# `Problem.data["gold_erratum"]`.
+GOLD_ERRATA: dict[str, dict[str, tuple[str, str]]] = {
+    "olympiadbench": {
+        "1970": ("(-\\infty, 0) \\cup\\{1\\}", "the upstream answer `(-\\infty, 0) \\cup\\{1\\}.` ends "
+                 "with a sentence's period, and with it the gold parses as 0, so the answer 0 was graded correct"),
+        "2045": ("(0,4]", "the upstream answer `t(0,4]` has a stray 't' before the interval; no parser reads it"),
+        "1782": ("n^{2}-n-1", "the upstream answer is the labelled equation `m_{\\max }=n^{2}-n-1`, which does "
+                 "not parse; the value asked for is its right side"),
+        "2212": ("n", "the upstream answer is `N=n`; the parser lowercases symbols, so it read the tautology "
+                 "n = n and accepted any `N=n+c`"),
+        "1965": ("f(x)=ax+b", "the upstream answer is a sentence (`f(x)=a x+b, where b is an arbitrary integer, "
+                 "and a is an arbitrary positive integer with \\mho(a)=0`) that parses as 0; the form f(x)=ax+b "
+                 "is graded, the condition on a is not"),
+    },
+}
+
+
 @dataclass
 class Problem:
     benchmark: str
@@ -171,11 +196,22 @@ def load_benchmark(name: str, *, benchmark_dir: str | Path | None = None, lcb_te
     if source.startswith("local") and len(rows) != spec.records:
         raise ValueError(f"{name}: expected {spec.records} records, found {len(rows)}")
     problems = [_to_problem(name, r) for r in rows]
+    for p in problems:
+        fix = GOLD_ERRATA.get(name, {}).get(p.problem_id)
+        if fix:
+            p.data["gold_erratum"] = {"upstream": p.gold, "reason": fix[1]}
+            p.gold = fix[0]
     bench = Benchmark(name, problems, source, spec.version, digest, {"prompt": _PROMPT_NOTES[name]})
     if name == "livecodebench":
         from promptcot_mamba.eval.livecodebench import attach_hidden_tests
 
         attach_hidden_tests(bench, lcb_tests)
+    if source.startswith("hub"):  # not the pinned file the gold-scan test checks: scan it here
+        try:
+            for problem_id, why in scan_golds(bench):
+                log.warning("%s %s: %s", name, problem_id, why)
+        except ImportError as err:
+            log.warning("%s: golds not scanned (%s)", name, err)
     if limit is not None:
         bench.problems = bench.problems[:limit]
         bench.extra["limit"] = limit
@@ -207,6 +243,53 @@ def _to_problem(name: str, r: dict) -> Problem:
         return Problem(name, str(r["question_id"]), lcb_prompt(r["question_content"], r.get("starter_code", "")),
                        False, None, dict(r))
     raise ValueError(name)
+
+
+def _prose(gold: str) -> list[str]:
+    """English words in a gold outside `\\text{}`-like groups and commands: a gold that is a sentence."""
+    bare = re.sub(r"\\(?:text|mathrm|textbf|mbox|operatorname|begin|end)\s*\{[^{}]*\}|\\[A-Za-z]+", " ", gold)
+    return re.findall(r"[A-Za-z]{4,}", bare)
+
+
+def _literal(gold: str) -> str:
+    """The gold as plain characters: `\\text{(C)}` -> `C`, ` 0 ` -> `0`."""
+    return re.sub(r"\\(?:text|mathrm|textbf)|\\left|\\right|[{}()$\s]", "", gold).lower()
+
+
+_CODE_FIELDS = {"humaneval": ("prompt", "test", "entry_point", "canonical_solution"),
+                "humanevalplus": ("prompt", "entry_point", "canonical_solution", "base_input"),
+                "livecodebench": ("question_content", "public_tests_from_statement", "tests")}
+
+
+def scan_golds(bench: Benchmark) -> list[tuple[str, str]]:
+    """(problem id, what is wrong) for every problem whose gold answer (math) or tests (code) cannot be
+    graded as they stand. Math golds are parsed by the strict grader's parser (needs math-verify, the
+    `eval` extra): a gold must parse, and not to a trivial value (0, 1, a single letter, the empty set)
+    unless that is what it says, not to a tautology such as `N=n` read as n = n, and a gold may not be a
+    sentence (its words parse as products of letters)."""
+    bad = []
+    if any(p.math for p in bench.problems):
+        import sympy
+
+        from promptcot_mamba.eval.math_grader import _parse, normalise
+    for p in bench.problems:
+        if p.math:
+            parsed = _parse(normalise(p.gold or "")) if (p.gold or "").strip() else []
+            value = parsed[0] if parsed else None
+            if not isinstance(value, sympy.Basic | sympy.MatrixBase):
+                bad.append((p.problem_id, f"gold {p.gold!r} does not parse"))
+            elif len(_prose(p.gold)) >= 2:
+                bad.append((p.problem_id, f"gold {p.gold!r} is a sentence; it parses as {value}"))
+            elif isinstance(value, sympy.Eq) and value.lhs == value.rhs:
+                bad.append((p.problem_id, f"gold {p.gold!r} parses as the tautology {value}"))
+            elif isinstance(value, sympy.Basic) and str(value).lower() != _literal(p.gold) and (
+                    value in (sympy.S.Zero, sympy.S.One, sympy.S.EmptySet, sympy.true, sympy.false)
+                    or (value.is_Symbol and len(value.name) == 1)):
+                bad.append((p.problem_id, f"gold {p.gold!r} parses as the trivial value {value}"))
+            continue
+        bad += [(p.problem_id, f"{key} is missing or empty") for key in _CODE_FIELDS.get(bench.name, ())
+                if not p.data.get(key)]
+    return bad
 
 
 def lcb_prompt(question: str, starter_code: str) -> str:

@@ -19,7 +19,9 @@ def _add_grading_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lcb-timeout", type=float, default=30.0, help="seconds per LiveCodeBench test (paper: 30)")
     p.add_argument("--sandbox", choices=("auto", "bwrap", "rlimits"), default="auto",
                    help="code isolation (auto: bubblewrap when installed, else rlimits with a warning)")
-    p.add_argument("--no-lenient", action="store_true", help="skip the paper-compatible lenient math grader")
+    p.add_argument("--no-paper", "--no-lenient", dest="no_paper", action="store_true",
+                   help="skip the paper's graders where they cost a second run (math, LiveCodeBench): the "
+                        "report's `paper` column (--no-lenient is the old name)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -115,7 +117,7 @@ def _run(args) -> int:
     name = args.model_name or (Path(args.model).name if args.model else (args.api_model or args.base_url))
     cfg = EvalConfig(out_dir=args.out, benchmarks=tuple(names), sampling=sampling, benchmark_dir=args.benchmark_dir,
                      lcb_tests=args.lcb_tests, limit=args.limit, batch_size=args.batch_size, progress=not args.quiet,
-                     model_name=name, math_timeout_s=args.math_timeout, lenient=not args.no_lenient,
+                     model_name=name, math_timeout_s=args.math_timeout, paper=not args.no_paper,
                      code=_code_config(args), workers=args.workers)
     try:
         report = evaluate(_client(args), cfg)
@@ -133,7 +135,7 @@ def _grade(args) -> int:
     try:
         report = grade_file(args.samples, args.out, benchmark_dir=args.benchmark_dir, lcb_tests=args.lcb_tests,
                             allow_partial=args.allow_partial, progress=not args.quiet,
-                            math_timeout_s=args.math_timeout, lenient=not args.no_lenient,
+                            math_timeout_s=args.math_timeout, paper=not args.no_paper,
                             code_config=_code_config(args), workers=args.workers, model_name=args.model_name)
     except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"pcm eval grade: {err}", file=sys.stderr)

@@ -1,9 +1,20 @@
 """Grading model-written code: HumanEval (its own `check`), HumanEval+ (EvalPlus differential testing on
 base + plus inputs) and LiveCodeBench (stdin and functional tests), all run in `sandbox.run_python`.
 
-The code graded is the LAST fenced Python block after the last `</think>` (text.reasoning.split_reasoning);
-no `</think>` or no block is `no_answer`. Drafts inside the thinking are never run: EvalPlus's sanitizer
-and LiveCodeBench's extractor, given a whole reasoning trace, can pick one of them instead of the answer.
+Two verdicts per sample (`Grade.verdict`, `Grade.paper_verdict`):
+- `verdict`, strict: what we stand behind. The code graded is the LAST fenced Python block after the last
+  `</think>` (text.reasoning.split_reasoning); no `</think>` or no block is `no_answer`. Drafts inside the
+  thinking are never run: EvalPlus's sanitizer and LiveCodeBench's extractor, given a whole reasoning
+  trace, can pick one of them instead of the answer. LiveCodeBench programs run as a judge runs them (real
+  stdin/stdout, exact tokens, the statement's float tolerance: see code_driver.py).
+- `paper_verdict`: the verdict of the grader behind the paper's Table 1. HumanEval(+): EvalPlus's rules,
+  which `verdict` already follows, so the two are equal (HumanEval/32 is graded as in the errata below).
+  LiveCodeBench: the harness the authors ran, their copy of LiveCodeBench's testing_util.py (the official
+  code as of LCB commit 15808c7, with 30 s per test), reproduced by the driver's "lcb_paper" mode, with the
+  code their scorer extracts (`paper_extract_code`). We reproduce the authors' copy and not LiveCodeBench's
+  current head because the copy is what produced the paper's numbers; the head has since changed how stdin
+  is mocked (May 2025), which changes verdicts on programs that read `sys.stdin.buffer` or iterate over
+  `sys.stdin`.
 
 ERRATA (known upstream defects and how they are handled):
 - HumanEval+/32 (`find_zero`): the HumanEval-format release (HumanEvalPlus-OriginFmt) calls
@@ -34,7 +45,7 @@ from typing import Any
 
 from promptcot_mamba.common.files import atomic_write_bytes
 from promptcot_mamba.eval import sandbox as sb
-from promptcot_mamba.eval.livecodebench import restricted_loads
+from promptcot_mamba.eval.livecodebench import restricted_loads, statement_float_tolerance
 from promptcot_mamba.eval.verdict import CORRECT, INFRA_ERROR, NO_ANSWER, RUNTIME_ERROR, TIMEOUT, WRONG
 from promptcot_mamba.text.reasoning import split_reasoning
 
@@ -51,7 +62,9 @@ class CodeGradeConfig:
     evalplus_min_time_limit_s: float = 4.0  # per input: max(min, factor x canonical time) (EvalPlus HEAD)
     evalplus_time_factor: float = 4.0
     evalplus_task_cap_s: float = 60.0  # per test set, like EVALPLUS_TIMEOUT_PER_TASK
-    lcb_test_timeout_s: float = 30.0  # per test: the paper's LCB setting (LCB's default is 6 s)
+    lcb_test_timeout_s: float = 30.0  # per test, strict: the paper's LCB setting (LCB's default is 6 s)
+    lcb_paper_timeout_s: float = 30.0  # per test, paper mode: the authors' setting
+    paper: bool = True  # LiveCodeBench: also run the paper's harness (a second run per sample)
     memory_bytes: int = 4 << 30
     jobs: int = max(1, os.cpu_count() or 1)
     isolation: str = "auto"
@@ -59,7 +72,7 @@ class CodeGradeConfig:
 
     def __post_init__(self) -> None:
         for k in ("humaneval_timeout_s", "evalplus_min_time_limit_s", "evalplus_time_factor",
-                  "evalplus_task_cap_s", "lcb_test_timeout_s"):
+                  "evalplus_task_cap_s", "lcb_test_timeout_s", "lcb_paper_timeout_s"):
             if not getattr(self, k) > 0:
                 raise ValueError(f"CodeGradeConfig.{k} must be > 0")
         if self.jobs < 1:
@@ -70,8 +83,9 @@ class CodeGradeConfig:
 class Grade:
     verdict: str
     extracted: str | None
-    detail: dict[str, Any] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)  # LiveCodeBench: the paper run's under "paper"
     time_s: float = 0.0
+    paper_verdict: str | None = None  # None only when LiveCodeBench's paper run is switched off
 
 
 def extract_code(completion: str) -> str | None:
@@ -81,6 +95,14 @@ def extract_code(completion: str) -> str | None:
         return None
     blocks = [m.group(2) for m in _FENCE.finditer(answer) if m.group(1).lower() in _PY_LANGS]
     return blocks[-1] if blocks else None
+
+
+def paper_extract_code(completion: str) -> str:
+    """The code the authors' LiveCodeBench scorer grades: the text after the first "\n</think>\n\n" (all of
+    it when there is none), then the lines between its last two lines containing ``` ("" if fewer than two)."""
+    lines = completion.split("\n</think>\n\n", 1)[-1].split("\n")
+    fences = [i for i, line in enumerate(lines) if "```" in line]
+    return "\n".join(lines[fences[-2] + 1:fences[-1]]) if len(fences) >= 2 else ""
 
 
 def _run_driver(payload: dict, timeout_s: float, cfg: CodeGradeConfig, *, read_back: tuple[str, ...] = (),
@@ -182,15 +204,23 @@ class CodeGrader:
         import time
 
         t0 = time.perf_counter()
-        if code is None:
-            code = extract_code(completion)
-        if code is None:
-            return Grade(NO_ANSWER, None, {"reason": "no </think> or no fenced python block after it"})
         fn = getattr(self, "_grade_" + problem.benchmark, None)
         if fn is None:
             raise ValueError(f"{problem.benchmark}: not a code benchmark (humaneval, humanevalplus, livecodebench)")
-        verdict, detail = fn(problem, code)
-        return Grade(verdict, code, detail, time.perf_counter() - t0)
+        given = code
+        if code is None:
+            code = extract_code(completion)
+        if code is None:
+            verdict, detail = NO_ANSWER, {"reason": "no </think> or no fenced python block after it"}
+        else:
+            verdict, detail = fn(problem, code)
+        paper = verdict
+        if problem.benchmark == "livecodebench":
+            paper = None
+            if self.config.paper:
+                paper, detail["paper"] = self._grade_lcb_paper(
+                    problem, given if given is not None else paper_extract_code(completion))
+        return Grade(verdict, code, detail, time.perf_counter() - t0, paper)
 
     def _grade_humaneval(self, problem, code: str):
         d = problem.data
@@ -214,18 +244,32 @@ class CodeGrader:
         verdict, detail = _verdict(*_run_driver(payload, budget, cfg))
         return verdict, detail
 
-    def _grade_livecodebench(self, problem, code: str):
+    def _lcb_run(self, problem, mode: str, code: str, timeout_s: float, **extra):
         d = problem.data
         tests = d.get("tests")
         if tests is None:
             raise RuntimeError(f"livecodebench {problem.problem_id}: no tests attached (see attach_hidden_tests)")
-        t = self.config.lcb_test_timeout_s
-        payload = {"mode": "lcb", "code": code, "tests": tests, "testtype": d["testtype"],
-                   "func_name": (d.get("metadata") or {}).get("func_name"), "timeout_s": t,
-                   "max_output_bytes": 64 << 20}
-        verdict, detail = _verdict(*_run_driver(payload, (t + 1) * max(1, len(tests)) + 5, self.config))
+        payload = {"mode": mode, "code": code, "tests": tests, "testtype": d["testtype"],
+                   "func_name": (d.get("metadata") or {}).get("func_name"), "timeout_s": timeout_s, **extra}
+        # The whole run's limit, like the harnesses' own: (per-test limit + 1) x tests + 5 s.
+        verdict, detail = _verdict(*_run_driver(payload, (timeout_s + 1) * max(1, len(tests)) + 5, self.config))
         detail["n_tests"] = len(tests)
         return verdict, detail
+
+    def _grade_livecodebench(self, problem, code: str):
+        d = problem.data
+        tol = d["float_tolerance"] if "float_tolerance" in d else \
+            statement_float_tolerance(d.get("question_content") or "")
+        verdict, detail = self._lcb_run(problem, "lcb", code, self.config.lcb_test_timeout_s,
+                                        max_output_bytes=64 << 20, float_tolerance=tol)
+        if tol:
+            detail["float_tolerance"] = tol
+        return verdict, detail
+
+    def _grade_lcb_paper(self, problem, code: str):
+        if not code:
+            return NO_ANSWER, {"reason": "fewer than two ``` lines in the answer (the authors' extraction)"}
+        return self._lcb_run(problem, "lcb_paper", code, self.config.lcb_paper_timeout_s)
 
     def grade_many(self, items, *, progress: bool = False, desc: str = "grading code") -> list[Grade]:
         """Grade [(problem, completion), ...] with `config.jobs` sandboxes at a time, in input order."""
@@ -253,4 +297,5 @@ class CodeGrader:
             return self.grade(problem, completion)
         except Exception as err:  # a grader bug must not become a wrong answer or kill the run
             log.exception("code grader failed on %s", problem.problem_id)
-            return Grade(INFRA_ERROR, extract_code(completion), {"error": f"{type(err).__name__}: {err}"})
+            return Grade(INFRA_ERROR, extract_code(completion), {"error": f"{type(err).__name__}: {err}"},
+                         paper_verdict=INFRA_ERROR)

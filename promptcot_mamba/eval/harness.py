@@ -76,7 +76,7 @@ class EvalConfig:
     progress: bool = True
     model_name: str = "model"
     math_timeout_s: float = 10.0
-    lenient: bool = True
+    paper: bool = True  # also grade every sample as the paper's own graders did (`paper_verdict`)
     code: Any = None  # CodeGradeConfig; None = defaults
     workers: int | None = None
 
@@ -149,13 +149,16 @@ def generate_samples(client: LLMClient, bench: Benchmark, sampling: SamplingConf
 
 # --------------------------------------------------------------------------------------------- grading
 class Graders:
-    """Lazily built math and code graders shared across benchmarks of one run."""
+    """Lazily built math and code graders shared across benchmarks of one run. `paper=False` skips the
+    paper's graders where they cost a second run (math; LiveCodeBench); `lenient` is its old name, kept for
+    one release."""
 
-    def __init__(self, *, math_timeout_s: float = 10.0, lenient: bool = True, code_config=None,
-                 workers: int | None = None):
+    def __init__(self, *, math_timeout_s: float = 10.0, paper: bool = True, code_config=None,
+                 workers: int | None = None, lenient: bool | None = None):
         self._math = None
         self._code = None
-        self.math_timeout_s, self.lenient, self.code_config, self.workers = math_timeout_s, lenient, code_config, workers
+        self.paper = paper if lenient is None else lenient
+        self.math_timeout_s, self.code_config, self.workers = math_timeout_s, code_config, workers
 
     @property
     def math(self):
@@ -163,7 +166,7 @@ class Graders:
             from promptcot_mamba.eval.math_grader import MathGradeConfig, MathGrader
 
             self._math = MathGrader(MathGradeConfig(timeout_s=self.math_timeout_s, workers=self.workers,
-                                                    lenient=self.lenient))
+                                                    paper=self.paper))
         return self._math
 
     @property
@@ -174,13 +177,15 @@ class Graders:
             cfg = self.code_config or CodeGradeConfig()
             if self.workers:
                 cfg = replace(cfg, jobs=self.workers)
+            if not self.paper and cfg.paper:  # no second (paper) run of the code either
+                cfg = replace(cfg, paper=False)
             self._code = CodeGrader(cfg)
         return self._code
 
     def info(self) -> dict[str, Any]:
         from importlib.metadata import PackageNotFoundError, version
 
-        out: dict[str, Any] = {"math_timeout_s": self.math_timeout_s, "lenient": self.lenient}
+        out: dict[str, Any] = {"math_timeout_s": self.math_timeout_s, "paper": self.paper}
         for pkg in ("math-verify", "latex2sympy2_extended", "sympy"):
             try:
                 out[pkg] = version(pkg)
@@ -198,8 +203,16 @@ class Graders:
             self._math.close()
 
 
+def math_options(p: Problem) -> dict[str, Any]:
+    """What the strict math grader needs to know about a problem besides its gold (see strict_worker)."""
+    tol = p.data.get("error")
+    return {"multiple": bool(p.data.get("multiple")), "tolerance": float(tol) if tol else None,
+            "unit": p.data.get("unit"), "question": p.question}
+
+
 def grade_rows(bench: Benchmark, rows: list[dict], graders: Graders, *, progress: bool = True) -> list[dict]:
-    """Add `extracted`, `verdict` (and `lenient_verdict` for math), `grade_detail`, `grade_time_s` to rows."""
+    """Add `extracted`, `verdict` (ours, strict), `paper_verdict` (the paper's grader reproduced; None when
+    not run), `grade_detail`, `grade_time_s` to rows."""
     probs = bench.by_id()
     out = [dict(r) for r in rows]
     for r in out:
@@ -208,25 +221,26 @@ def grade_rows(bench: Benchmark, rows: list[dict], graders: Graders, *, progress
     ok = [r for r in out if r.get("error") is None]
     for r in out:
         if r.get("error") is not None:
-            r.update(extracted=None, verdict=INFRA_ERROR, grade_detail={"error": r["error"]}, grade_time_s=0.0)
+            r.update(extracted=None, verdict=INFRA_ERROR, paper_verdict=INFRA_ERROR,
+                     grade_detail={"error": r["error"]}, grade_time_s=0.0)
     kind = SPECS[bench.name].kind if bench.name in SPECS else "math"
     if kind == "math":
         items = []
         for r in ok:
             p = probs[r["problem_id"]]
-            tol = p.data.get("error")
-            items.append((r["completion"], p.gold, {"multiple": bool(p.data.get("multiple")),
-                                                    "tolerance": float(tol) if tol else None}))
+            items.append((r["completion"], p.gold, math_options(p)))
         grades = graders.math.grade_many(items, progress=progress, desc=f"grading {bench.name}")
         for r, g in zip(ok, grades):
-            r.update(extracted=g.extracted, verdict=g.verdict, lenient_verdict=g.lenient, grade_detail=g.detail,
-                     grade_time_s=g.time_s, gold=probs[r["problem_id"]].gold)
+            r.update(extracted=g.extracted, verdict=g.verdict, paper_verdict=g.paper_verdict,
+                     grade_detail=g.detail, grade_time_s=g.time_s, gold=probs[r["problem_id"]].gold)
     else:
         graders.code.prepare(bench, progress=progress)
         grades = graders.code.grade_many([(probs[r["problem_id"]], r["completion"]) for r in ok],
                                          progress=progress, desc=f"grading {bench.name}")
         for r, g in zip(ok, grades):
-            r.update(extracted=g.extracted, verdict=g.verdict, grade_detail=g.detail, grade_time_s=g.time_s)
+            # paper_verdict: LiveCodeBench's harness as the authors ran it; HumanEval(+): evalplus's rules
+            r.update(extracted=g.extracted, verdict=g.verdict, paper_verdict=g.paper_verdict,
+                     grade_detail=g.detail, grade_time_s=g.time_s)
     return out
 
 
@@ -248,7 +262,7 @@ def evaluate(client: LLMClient, config: EvalConfig) -> dict:
 
     if not config.benchmarks:
         raise ValueError("EvalConfig.benchmarks is empty")
-    graders = Graders(math_timeout_s=config.math_timeout_s, lenient=config.lenient, code_config=config.code,
+    graders = Graders(math_timeout_s=config.math_timeout_s, paper=config.paper, code_config=config.code,
                       workers=config.workers)
     try:
         results = []
@@ -264,7 +278,7 @@ def evaluate(client: LLMClient, config: EvalConfig) -> dict:
 
 def evaluate_problems(client: LLMClient, problems: Sequence[dict | tuple], out_dir: str | Path, *,
                       name: str = "custom", n: int = 1, sampling: SamplingConfig | None = None,
-                      model_name: str = "model", progress: bool = False, lenient: bool = True,
+                      model_name: str = "model", progress: bool = False, paper: bool = True,
                       math_timeout_s: float = 10.0, workers: int | None = None) -> dict:
     """Evaluate `client` on custom math problems — (id, problem, answer) triples or dicts with those keys —
     with `n` samples each; writes out_dir/<name>/{samples,verdicts}.jsonl and out_dir/report.{json,md},
@@ -272,10 +286,10 @@ def evaluate_problems(client: LLMClient, problems: Sequence[dict | tuple], out_d
     bench = custom_benchmark(name, problems)
     sampling = replace(sampling or SamplingConfig(), n=n)
     cfg = EvalConfig(out_dir=str(out_dir), benchmarks=(name,), sampling=sampling, progress=progress,
-                     model_name=model_name, lenient=lenient, math_timeout_s=math_timeout_s, workers=workers)
+                     model_name=model_name, paper=paper, math_timeout_s=math_timeout_s, workers=workers)
     from promptcot_mamba.eval.report import write_report
 
-    graders = Graders(math_timeout_s=math_timeout_s, lenient=lenient, workers=workers)
+    graders = Graders(math_timeout_s=math_timeout_s, paper=paper, workers=workers)
     try:
         summary = evaluate_benchmark(client, bench, cfg, graders)
         return write_report(out_dir, [summary], model=model_name, backend=getattr(client, "name", "?"),
@@ -365,7 +379,7 @@ def _check_samples_file(path: str | Path, *, benchmark_dir: str | None = None, l
 
 def grade_file(samples_path: str | Path, out_dir: str | Path, *, benchmark_dir: str | None = None,
                lcb_tests: str | None = None, allow_partial: bool = False, progress: bool = True,
-               math_timeout_s: float = 10.0, lenient: bool = True, code_config=None, workers: int | None = None,
+               math_timeout_s: float = 10.0, paper: bool = True, code_config=None, workers: int | None = None,
                model_name: str | None = None) -> dict:
     """`pcm eval grade`: grade completions made by any system. Rows: {benchmark, problem_id, completion,
     [sample_index, error]}; the whole file is checked first (`_check_samples_file`), so a bad row costs no
@@ -380,7 +394,7 @@ def grade_file(samples_path: str | Path, out_dir: str | Path, *, benchmark_dir: 
     out = Path(out_dir)
     for stale in ("verdicts.jsonl", "report.json", "report.md"):  # an earlier grading's: not this file's
         (out / stale).unlink(missing_ok=True)
-    graders = Graders(math_timeout_s=math_timeout_s, lenient=lenient, code_config=code_config, workers=workers)
+    graders = Graders(math_timeout_s=math_timeout_s, paper=paper, code_config=code_config, workers=workers)
     verdicts, summaries = [], []
     try:
         for name, (bench, rows) in groups.items():

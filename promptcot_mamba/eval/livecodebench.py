@@ -1,5 +1,6 @@
-"""LiveCodeBench test data: decoding HF `code_generation_lite` test fields safely and attaching the hidden
-tests to the 279-problem window, each problem checked against the md5 its record carries.
+"""LiveCodeBench test data: decoding HF `code_generation_lite` test fields safely, attaching the hidden
+tests to the 279-problem window, each problem checked against the md5 its record carries, and reading the
+error a statement allows on real-valued output (`float_tolerance`).
 
 `private_test_cases` is either JSON or base64(zlib(pickle(json-string))). Unpickling attacker-controlled
 bytes executes code, so the pickle is read by an unpickler that refuses every global (a plain string
@@ -15,6 +16,7 @@ import json
 import logging
 import os
 import pickle
+import re
 import zlib
 from pathlib import Path
 from typing import Any
@@ -89,12 +91,15 @@ def _hub_paths() -> list[Path]:
 
 
 def attach_hidden_tests(bench, lcb_tests: str | Path | None = None) -> None:
-    """Fill `problem.data["tests"]` for every problem of a LiveCodeBench `Benchmark`.
+    """Fill `problem.data["tests"]` (and `float_tolerance`, from the statement) for every problem of a
+    LiveCodeBench `Benchmark`.
 
     lcb_tests: a path to HF-format jsonl rows (or a folder of them), `"samples"` to grade on the
     statement sample tests only (not comparable with published numbers; recorded in the report), or
     None: $PCM_LCB_TESTS, then the Hub. A problem whose full test set does not match its md5 is an error.
     """
+    for p in bench.problems:
+        p.data["float_tolerance"] = statement_float_tolerance(p.data.get("question_content") or "")
     lcb_tests = lcb_tests or os.environ.get("PCM_LCB_TESTS")
     if lcb_tests == SAMPLES_ONLY:
         for p in bench.problems:
@@ -140,3 +145,61 @@ def attach_hidden_tests(bench, lcb_tests: str | Path | None = None) -> None:
     for qid, tests in found.items():
         wanted[qid].data["tests"] = tests
     bench.extra["tests"] = f"public + hidden, md5-checked ({source})"
+
+
+# ------------------------------------------------------------------------------------ float tolerance
+# A statement that accepts real-valued output within an error says so in one sentence, in phrasings like
+#   AtCoder:  "Your output will be considered correct if the absolute or relative error from the true value
+#             is at most 10^{-6}." / "Answers with an absolute or relative error of at most 10^{-9} from the
+#             true answer will be considered correct."
+#   LeetCode: "Answers within 10^-5 of the actual answer will be accepted."
+# The bound is written 10^{-6}, 10^-6, 10^(-6), 10⁻⁶, 1e-6, 2 \times 10^{-6} or 0.000001.
+_SUPERSCRIPT = re.compile("[⁻⁰¹²³⁴⁵⁶⁷⁸⁹]+")
+_SUPER_DIGITS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻", "0123456789-")
+_ACCEPT = re.compile(r"correct|accept|judged|considered|allowed|tolera|at most|exceed|or less|no more than", re.I)
+_NUMBER = re.compile(
+    r"(?:(?P<mant>\d+(?:\.\d+)?)\s*(?:\\times|\\cdot|×|·|\*|x)\s*)?10\s*\^\s*[{(]?\s*(?P<exp>-\s*\d+)\s*[})]?"
+    r"|(?P<emant>\d+(?:\.\d+)?)[eE](?P<eexp>-\d+)"
+    r"|(?P<dec>0\.\d+)")
+_WITHIN = re.compile(r"\bwithin\b[^.]*?\bof\s+the\s+(?:actual|correct|true|expected|exact|real|jury'?s?|judge'?s?)",
+                     re.I)
+
+
+def _bounds(sentence: str) -> list[float]:
+    out = []
+    for m in _NUMBER.finditer(sentence):
+        if m.group("exp") is not None:
+            v = float(m.group("mant") or 1) * 10.0 ** int(m.group("exp").replace(" ", ""))
+        elif m.group("eexp") is not None:
+            v = float(m.group("emant")) * 10.0 ** int(m.group("eexp"))
+        else:
+            v = float(m.group("dec"))
+        if 0 < v <= 0.01:
+            out.append(v)
+    return out
+
+
+def statement_float_tolerance(statement: str) -> dict | None:
+    """The error a problem statement allows on real-valued output, as {"abs": a, "rel": r}: an output token
+    is right when it is within `abs` of the expected value OR within `rel` times its size (None: no such
+    sentence, compare exactly). "Absolute or relative error" sets both; only "absolute" (or LeetCode's
+    "within X of the actual answer") sets `abs`; only "relative" sets `rel`; a bare "error" in a sentence
+    about what is accepted sets both."""
+    text = _SUPERSCRIPT.sub(lambda m: "^" + m.group(0).translate(_SUPER_DIGITS), statement)
+    text = text.replace("−", "-").replace("$", "")
+    text = re.sub(r"\\[(),]", " ", text)
+    for sentence in re.split(r"(?<=\.)\s+|\n", text):
+        low = sentence.lower()
+        within = _WITHIN.search(sentence)
+        if "error" not in low and not within:
+            continue
+        bounds = _bounds(sentence)
+        if not bounds:
+            continue
+        bound = bounds[0]
+        absolute, relative = "absolute" in low, "relative" in low
+        if not (absolute or relative or within or _ACCEPT.search(sentence)):
+            continue
+        absolute = absolute or (within is not None and not relative)
+        return {"abs": bound if absolute or not relative else None, "rel": bound if relative or not absolute else None}
+    return None

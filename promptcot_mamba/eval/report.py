@@ -44,8 +44,6 @@ ERRATA = {
                       "evalplus 0.3.1 also fails /32 for every solution (upstream PR #201)."],
     "livecodebench": ["~11 problems accept several outputs but are graded against one; 2 interactive; 4 with "
                       "wrong tests (LiveCodeBench ERRATA.md); kept, as in every published number."],
-    "olympiadbench": ["2212: gold `N=n` becomes the tautology Eq(n, n) in math-verify (symbols are lowercased), so "
-                      "the strict grader accepts any `N=n+c` there (a known false positive)."],
     "aime25": ["Problem text repaired for JSON-escape damage in 5 records (benchmarks README); answers unchanged."],
 }
 
@@ -106,17 +104,37 @@ def summarize(bench: Benchmark, rows: list[dict], *, n: int | None, sampling: di
         "truncation_rate": _mean([r.get("finish_reason") == "length" for r in rows]),
         "mean_completion_tokens": _mean([r["completion_tokens"] for r in rows if r.get("completion_tokens")
                                          is not None]) if any(r.get("completion_tokens") for r in rows) else None,
-        "dataset": bench.manifest(), "sampling": sampling, "errata": ERRATA.get(bench.name, []),
+        "dataset": bench.manifest(), "sampling": sampling,
+        "errata": ERRATA.get(bench.name, []) + [
+            f"{p.problem_id}: gold `{p.gold}` used; {p.data['gold_erratum']['reason']}"
+            for p in bench.problems if p.data.get("gold_erratum")],
     }
-    if any("lenient_verdict" in r for r in rows):
-        lp = [_mean([r.get("lenient_verdict") == CORRECT for r in by_problem[pid].values()]) for pid in pids]
-        out["lenient_score"] = 100 * _mean(lp)
+    if rows and all(r.get("paper_verdict") is not None for r in rows):
+        out.update(_paper_columns(rows, [by_problem[pid] for pid in pids], out["score"]))
     if counts.get(INFRA_ERROR):
         out["infra_errors"] = [(r["problem_id"], r["sample_index"]) for r in rows if r["verdict"] == INFRA_ERROR][:50]
     isolations = {(r.get("grade_detail") or {}).get("isolation") for r in rows} - {None}
     if isolations:
         out["sandbox_isolation"] = sorted(isolations)
     return out
+
+
+def _paper_columns(rows: list[dict], per_problem_rows: list[dict[int, dict]], strict_score: float) -> dict:
+    """The paper's grader beside ours: its score (the same mean of per-problem means), the difference,
+    and the samples where the two disagree, by direction, with a few examples."""
+    score = 100 * _mean([_mean([r["paper_verdict"] == CORRECT for r in rs.values()])
+                         for rs in per_problem_rows])
+    differ = {"paper_only": [], "strict_only": []}  # correct for the paper's grader only / for ours only
+    for r in rows:
+        ours, theirs = r["verdict"] == CORRECT, r["paper_verdict"] == CORRECT
+        if ours != theirs:
+            differ["strict_only" if ours else "paper_only"].append(r)
+    examples = {k: [{"problem_id": r["problem_id"], "sample_index": r["sample_index"],
+                     "extracted": r.get("extracted"), "verdict": r["verdict"], "paper_verdict": r["paper_verdict"]}
+                    for r in v[:5]] for k, v in differ.items()}
+    return {"paper_score": score, "paper_minus_strict": score - strict_score,
+            "disagreements": {"paper_only": len(differ["paper_only"]),
+                              "strict_only": len(differ["strict_only"]), "examples": examples}}
 
 
 def _machine() -> dict[str, Any]:
@@ -141,27 +159,55 @@ def _cell(s: dict) -> str:
     return f"{s['score']:.1f} ± {s['stderr']:.1f}{flag}"
 
 
+def _paper(s: dict) -> float | None:
+    return s.get("paper_score", s.get("lenient_score"))  # reports written before `paper_score` had the latter
+
+
+# The two columns, for the report and the README.
+TWO_COLUMNS = ("**Strict** is our grading, the number we stand behind: only the answer after the last "
+               "`</think>` counts, and it is checked for mathematical equality or run against the tests. "
+               "**Paper** grades the same samples the way the paper's own scripts did (the authors' math grader, "
+               "LiveCodeBench's harness as they ran it, evalplus's rules), quirks included, and is the column to "
+               "compare with the paper's Table 1. Their difference is grading, not the model; the samples where "
+               "the two disagree are counted and shown below.")
+
+
 def render_markdown(report: dict) -> str:
     sums = {s["benchmark"]: s for s in report["benchmarks"]}
     cols = [b for b in TABLE1_ORDER if b in sums] + [b for b in sums if b not in TABLE1_ORDER]
+    paper = {b: _paper(sums[b]) for b in cols}
     lines = [f"# Evaluation: {report['model']}", "",
-             f"Backend `{report['backend']}`, {report['date']}. Scores in percent ± standard error over problems "
-             "(strict grader). `*` = some samples failed to generate or grade (infra_error).", "",
+             f"Backend `{report['backend']}`, {report['date']}. Scores in percent ± standard error over "
+             "problems. `*` = some samples failed to generate or grade (infra_error).", "", TWO_COLUMNS, "",
              "| Model | " + " | ".join(sums[b]["title"] for b in cols) + " |",
              "|---|" + "---:|" * len(cols),
-             f"| {report['model']} | " + " | ".join(_cell(sums[b]) for b in cols) + " |", "",
-             "| Benchmark | metric | problems | samples | score | ± s.e. | ± std over runs | lenient (paper) | "
-             "truncated | verdicts | source | sha256 |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
+             f"| {report['model']} (strict) | " + " | ".join(_cell(sums[b]) for b in cols) + " |"]
+    if any(v is not None for v in paper.values()):
+        lines.append(f"| {report['model']} (paper) | "
+                     + " | ".join("–" if paper[b] is None else f"{paper[b]:.1f}" for b in cols) + " |")
+    lines += ["", "| Benchmark | metric | problems | samples | strict | ± s.e. | ± std over runs | paper | "
+              "paper − strict | truncated | verdicts | source | sha256 |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for b in cols:
         s = sums[b]
         v = ", ".join(f"{k} {c}" for k, c in s["verdicts"].items() if c)
         runs = f"{s['std_across_runs']:.1f}" if s.get("std_across_runs") is not None else "–"
-        lenient = f"{s['lenient_score']:.1f}" if s.get("lenient_score") is not None else "–"
+        pp, diff = ("–", "–") if paper[b] is None else (f"{paper[b]:.2f}", f"{paper[b] - s['score']:+.2f}")
         d = s["dataset"]
         lines.append(f"| {s['title']} | {s['metric']} | {s['problems']} | {s['samples']} | {s['score']:.2f} | "
-                     f"{s['stderr']:.2f} | {runs} | {lenient} | {100 * s['truncation_rate']:.1f}% | {v} | "
+                     f"{s['stderr']:.2f} | {runs} | {pp} | {diff} | {100 * s['truncation_rate']:.1f}% | {v} | "
                      f"{d['source']} ({d['version']}) | `{d['sha256'][:16]}` |")
+    disagree = [b for b in cols if sums[b].get("disagreements")]
+    if disagree:
+        lines += ["", "## Where strict and paper disagree", "",
+                  "| Benchmark | correct for paper only | correct for strict only | examples (problem, "
+                  "sample: answer, strict → paper) |", "|---|---:|---:|---|"]
+        for b in disagree:
+            dis = sums[b]["disagreements"]
+            ex = [e for k in ("paper_only", "strict_only") for e in dis["examples"][k][:3]]
+            shown = "; ".join(f"{e['problem_id']} #{e['sample_index']}: {_short(e['extracted'])} "
+                              f"{e['verdict']} → {e['paper_verdict']}" for e in ex) or "–"
+            lines.append(f"| {sums[b]['title']} | {dis['paper_only']} | {dis['strict_only']} | {shown} |")
     lines += ["", "## Protocol", ""]
     samplings = {json.dumps(s.get("sampling"), sort_keys=True) for s in report["benchmarks"] if s.get("sampling")}
     for sp in samplings:
@@ -183,6 +229,14 @@ def render_markdown(report: dict) -> str:
     if errata:
         lines += ["", "## Errata", ""] + [f"- {t}: {e}" for t, e in errata]
     return "\n".join(lines) + "\n"
+
+
+def _short(text: str | None, width: int = 40) -> str:
+    """An extracted answer for a table cell: `code`, cut to `width`; "(none)" when nothing was extracted."""
+    if text is None:
+        return "(none)"
+    text = " ".join(str(text).split()).replace("|", "\\|").replace("`", "'")
+    return f"`{text if len(text) <= width else text[:width - 1] + '…'}`"
 
 
 def load_report_rows(out_dir: str | Path) -> dict:

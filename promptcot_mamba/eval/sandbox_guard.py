@@ -4,7 +4,7 @@ Started as `python -I -S sandbox_guard.py LIMITS_JSON SCRIPT [ARGS...]` by `sand
 import the package (the child runs with `-I`, a scrubbed environment and maybe inside bubblewrap), so it
 is standard-library only and is also read by path.
 
-It does three things, in this order, then hands over to SCRIPT as `__main__`:
+It does four things, in this order, then hands over to SCRIPT as `__main__`:
 1. sets hard rlimits on itself (CPU seconds, address space, processes, file size, open files, no core
    dumps). Setting them here instead of in a `preexec_fn` keeps the parent's spawn path fork-free and
    thread-safe; they are in force before one line of untrusted code runs.
@@ -13,7 +13,11 @@ It does three things, in this order, then hands over to SCRIPT as `__main__`:
    deleting outside the working directory, and reading outside an allow-list of system/interpreter
    paths. This is an *accident preventer and a second layer*, not a security boundary: native code can
    bypass it. The real boundary is bubblewrap when present (see sandbox.py).
-3. runs SCRIPT with `runpy` so tracebacks and `if __name__ == "__main__"` behave as usual.
+3. defines the `exit` and `quit` builtins as `site` does (the child runs with `-S`, which skips `site`):
+   judges run programs with `site`, so a program that ends with `exit()` must work here too. The other
+   builtins `site` adds (`help`, `copyright`, `credits`, `license`) are interactive helpers that print
+   documentation or text; no program whose output is graded needs them, so they stay undefined.
+4. runs SCRIPT with `runpy` so tracebacks and `if __name__ == "__main__"` behave as usual.
 """
 
 from __future__ import annotations
@@ -85,6 +89,7 @@ def _install_hook(workdir: str, read_roots: list[str]) -> None:
     workdir = os.path.realpath(workdir)
     roots = tuple(os.path.realpath(r).rstrip("/") + "/" for r in read_roots if r)
     me = os.getpid()
+    getcwd = os.getcwd  # kept: graded code may replace os.getcwd (LiveCodeBench's harness sets it to None)
     dlopen_seen = [False]
 
     def inside(path, allowed: tuple[str, ...]) -> bool:
@@ -94,7 +99,7 @@ def _install_hook(workdir: str, read_roots: list[str]) -> None:
             path = os.fsdecode(path)
         if not isinstance(path, str):
             return False
-        real = os.path.realpath(path if os.path.isabs(path) else os.path.join(os.getcwd(), path))
+        real = os.path.realpath(path if os.path.isabs(path) else os.path.join(getcwd(), path))
         return real == workdir or any((real + "/").startswith(r) for r in allowed)
 
     writable = (workdir + "/", "/dev/null/")
@@ -130,6 +135,14 @@ def _install_hook(workdir: str, read_roots: list[str]) -> None:
     sys.addaudithook(hook)
 
 
+def _define_exit() -> None:
+    import builtins
+    from _sitebuiltins import Quitter  # what site.setquit() uses: SystemExit(code) after closing sys.stdin
+
+    builtins.exit = Quitter("exit", "Ctrl-D (i.e. EOF)")
+    builtins.quit = Quitter("quit", "Ctrl-D (i.e. EOF)")
+
+
 def main() -> None:
     limits = json.loads(sys.argv[1])
     script = sys.argv[2]
@@ -142,6 +155,7 @@ def main() -> None:
                   "/proc/self", "/sys/devices/system/cpu", *[p for p in sys.path if p]]
     read_roots += limits.get("extra_read_roots") or []
     _install_hook(os.getcwd(), read_roots)
+    _define_exit()
     sys.argv = [script, *sys.argv[3:]]
     runpy.run_path(script, run_name="__main__")
 

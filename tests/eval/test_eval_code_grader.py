@@ -51,6 +51,7 @@ def test_humaneval_all_canonical_solutions_pass(grader):
     grades = grader.grade_many([(p, _canonical(p)) for p in bench.problems])
     bad = [(p.problem_id, g.verdict, g.detail) for p, g in zip(bench.problems, grades) if g.verdict != "correct"]
     assert not bad, bad[:5]
+    assert all(g.paper_verdict == g.verdict for g in grades)  # the paper graded HumanEval by EvalPlus's rules
 
 
 def test_humaneval_broken_variants_fail(grader):
@@ -83,6 +84,7 @@ def test_humanevalplus_subset_canonical_pass_and_broken_fail(grader):
     grades = grader.grade_many([(p, _broken(p)) for p in bench.problems])
     assert all(g.verdict != "correct" for g in grades), [(p.problem_id, g.verdict) for p, g in
                                                            zip(bench.problems, grades)]
+    assert all(g.paper_verdict == g.verdict for g in grades)
 
 
 def test_humanevalplus_32_uses_the_find_zero_oracle(grader):
@@ -175,8 +177,13 @@ def test_lcb_stdin_reading_styles(grader, code):
 
 def test_lcb_stdin_comparison_and_failures(grader):
     floats = [{"input": "", "output": "0.50 1\n", "testtype": "stdin"}]
-    assert grader.grade(_stdin_problem(floats), _wrap("print('0.5', '1.0')")).verdict == "correct"  # Decimal tokens
-    assert grader.grade(_stdin_problem(floats), _wrap("print('0.5000001 1')")).verdict == "wrong"
+    g = grader.grade(_stdin_problem(floats), _wrap("print('0.5', '1.0')"))
+    # A judge compares tokens exactly when the statement allows no error; LCB's harness compares them as Decimal.
+    assert g.verdict == "wrong" and g.paper_verdict == "correct"
+    assert grader.grade(_stdin_problem(floats), _wrap("print('0.50', '1')")).verdict == "correct"
+    assert grader.grade(_stdin_problem(floats), _wrap("print('0.50\\n1 ')")).verdict == "correct"  # whitespace
+    g = grader.grade(_stdin_problem(floats), _wrap("print('0.5000001 1')"))
+    assert g.verdict == "wrong" and g.paper_verdict == "wrong"
     assert grader.grade(_stdin_problem(floats), _wrap("print('0.5 1')\nprint('extra')")).verdict == "wrong"
     assert grader.grade(_stdin_problem(SUM_TESTS), _wrap("print(6)")).verdict == "wrong"  # passes test 0 only
     assert grader.grade(_stdin_problem(SUM_TESTS), _wrap("raise SystemExit(3)")).verdict == "runtime_error"
@@ -260,5 +267,6 @@ def test_lcb_every_problem_grades_on_its_statement_samples(grader):
     grades = grader.grade_many([(p, _wrap("print()")) for p in probs])
     for p, g in zip(probs, grades):
         assert g.verdict in ("wrong", "runtime_error"), (p.problem_id, g.verdict, g.detail)
+        assert g.paper_verdict in ("wrong", "runtime_error"), (p.problem_id, g.paper_verdict, g.detail)
         if p.data["testtype"] == "functional":
-            assert g.verdict == "runtime_error"
+            assert g.verdict == g.paper_verdict == "runtime_error"

@@ -67,17 +67,50 @@ def test_run_writes_exact_n_rows_with_distinct_seeds_and_a_report(tmp_path):
     for r in rows:
         by_problem.setdefault(r["problem_id"], []).append(r["seed"])
         for k in ("problem_id", "sample_index", "seed", "completion", "extracted", "verdict", "grade_time_s",
-                  "gen_time_s", "lenient_verdict"):
+                  "gen_time_s", "paper_verdict"):
             assert k in r
     assert all(sorted(s) == [0, 1, 2, 3] for s in by_problem.values())
     s = report["benchmarks"][0]
     assert s["score"] == pytest.approx(50.0) and s["n"] == 4 and s["metric"] == "avg@4" and s["complete"]
     assert (s["n_min"], s["n_max"]) == (4, 4) and s["n_per_problem"] == {pid: 4 for pid in by_problem}
-    assert s["truncation_rate"] == pytest.approx(0.25) and s["lenient_score"] == pytest.approx(50.0)
+    assert s["truncation_rate"] == pytest.approx(0.25) and s["paper_score"] == pytest.approx(50.0)
     assert s["dataset"]["sha256"].startswith("a49911aa") and s["dataset"]["limit"] == 3
     assert s["sampling"]["temperature"] == 0.8
     md = (tmp_path / "report.md").read_text()
     assert "| Model | AIME 24 |" in md and "scripted-model" in md and "50.0 ± 0.0" in md
+
+
+def test_the_report_shows_strict_and_paper_side_by_side(tmp_path, capsys):
+    """Samples the two graders judge differently: an unfinished thought (the paper's grader reads it), an
+    answer within 1e-4 of the gold (the paper's grader accepts it), and a space before i (ours accepts)."""
+    from promptcot_mamba.cli import main
+
+    bench = load_benchmark("math500")
+    complex_pid = next(p.problem_id for p in bench.problems if p.gold == "1+274i")
+    big = next(p for p in bench.problems if p.gold == "13535")
+    answers = {complex_pid: "</think>\\boxed{1+274 i}", big.problem_id: "</think>\\boxed{13536}"}
+    first = bench.problems[0]
+    answers[first.problem_id] = f"so the answer is \\boxed{{{first.gold}}}"  # never closes its thought
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps({"benchmark": "math500", "problem_id": pid, "completion": c}) + "\n"
+                               for pid, c in answers.items()))
+    assert main(["eval", "grade", str(samples), "--out", str(tmp_path / "out"), "--allow-partial", "--workers", "1",
+                 "--quiet"]) == 0
+    rows = {r["problem_id"]: r for r in map(json.loads, (tmp_path / "out" / "verdicts.jsonl").read_text().splitlines())}
+    assert (rows[complex_pid]["verdict"], rows[complex_pid]["paper_verdict"]) == ("correct", "correct")
+    assert (rows[big.problem_id]["verdict"], rows[big.problem_id]["paper_verdict"]) == ("wrong", "correct")
+    assert (rows[first.problem_id]["verdict"], rows[first.problem_id]["paper_verdict"]) == ("no_answer", "correct")
+    s = json.loads((tmp_path / "out" / "report.json").read_text())["benchmarks"][0]
+    assert s["score"] == pytest.approx(100 / 3) and s["paper_score"] == pytest.approx(100.0)
+    assert s["paper_minus_strict"] == pytest.approx(200 / 3)
+    assert s["disagreements"]["paper_only"] == 2 and s["disagreements"]["strict_only"] == 0
+    assert {e["problem_id"] for e in s["disagreements"]["examples"]["paper_only"]} == {big.problem_id, first.problem_id}
+    capsys.readouterr()
+    assert main(["eval", "report", str(tmp_path / "out")]) == 0
+    md = capsys.readouterr().out
+    assert "(strict) | 33.3 ± 33.3" in md and "(paper) | 100.0" in md and "+66.67" in md
+    assert "Where strict and paper disagree" in md and big.problem_id in md and "wrong → correct" in md
+    assert "**Paper**" in md and "Table 1" in md
 
 
 def test_resume_skips_finished_and_retries_failed_samples(tmp_path):

@@ -109,6 +109,17 @@ def test_cannot_kill_the_parent(mode):
     assert os.getpid() > 0  # we are still here
 
 
+def test_exit_and_quit_work_as_with_site(mode):
+    """The child runs with `python -S`, which skips `site`, which defines `exit` and `quit`: the guard
+    defines them as site does, so a program that calls exit() ends normally instead of with a NameError."""
+    r = run_python("print('a')\nexit()\nprint('b')", isolation=mode)
+    assert (r.status, r.returncode, r.stdout) == ("ok", 0, "a\n"), r.stderr
+    r = run_python("print('a')\nquit(3)", isolation=mode)
+    assert (r.status, r.returncode, r.stdout) == ("error", 3, "a\n"), r.stderr
+    r = run_python("exit('bye')", isolation=mode)
+    assert r.returncode == 1 and "bye" in r.stderr and "NameError" not in r.stderr
+
+
 def test_stdout_flood_is_capped(mode):
     t0 = time.monotonic()
     r = run_python("import sys\nwhile True: sys.stdout.write('x' * 65536)", isolation=mode,
