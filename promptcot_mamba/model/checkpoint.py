@@ -388,6 +388,12 @@ def load_checkpoint(path_or_id: str | Path, *, dtype: torch.dtype | str | None =
 
 def save_checkpoint(model, path: str | Path, *, max_shard_bytes: int = 5 * 2**30) -> Path:
     """Write config.json (transformers dialect) and safetensors weights; shards above max_shard_bytes."""
+    if getattr(model, "quantization", None):
+        from promptcot_mamba.model.quantize import QuantizationError
+
+        raise QuantizationError(f"quantized models are not saved (this one is {model.quantization}): save the "
+                                "full-precision model and quantize at load time with --quantize int8 "
+                                "(or Mamba2LM.quantize)")
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     config: Mamba2Config = model.config

@@ -142,6 +142,11 @@ def model_step_fused(model, tokens: Tensor, state) -> Tensor:
     layer in_proj GEMM, conv kernel, SSM kernel, gated-norm kernel, out_proj GEMM, and one kernel for the
     residual add + the next pre-norm — six launches. No host syncs: capturable in a CUDA graph.
     (The reference rounds the residual to the norm's dtype before normalising; this keeps it fp32.)"""
+    if getattr(model, "quantization", None):
+        from promptcot_mamba.model.quantize import QuantizationError
+
+        raise QuantizationError(f"the fused Triton step (kernels step=fused) reads full-precision weights and this "
+                                f"model is quantized ({model.quantization}); use kernels step=eager")
     layers = model.backbone.layers
     h = model.backbone.embeddings(tokens)
     residual = h.float() if layers[0].residual_in_fp32 else h.clone()

@@ -72,6 +72,7 @@ class Mamba2LM(nn.Module):
         self.backbone = Mamba2Backbone(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.tokenizer = None  # set by from_pretrained when the folder has tokenizer.json
+        self.quantization: str | None = None  # "int8" after `quantize` (model/quantize.py)
         nn.init.normal_(self.backbone.embeddings.weight, std=config.initializer_range)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.backbone.embeddings.weight
@@ -81,11 +82,11 @@ class Mamba2LM(nn.Module):
     # ----------------------------------------------------------------------------- properties
     @property
     def device(self) -> torch.device:
-        return self.lm_head.weight.device
+        return self.backbone.embeddings.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.lm_head.weight.dtype
+        return self.backbone.embeddings.weight.dtype  # never quantized (model/quantize.py)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
@@ -131,7 +132,7 @@ class Mamba2LM(nn.Module):
         if logits_to_keep:
             h = h[:, -logits_to_keep:]
         h = self.backbone.norm_f(h.to(self.backbone.norm_f.weight.dtype))
-        logits = self.lm_head(h.to(self.lm_head.weight.dtype)).float()
+        logits = self.lm_head(h.to(self.dtype)).float()
         new_state = InferenceState(torch.stack(convs), torch.stack(ssms)) if return_state else None
         return LMOutput(logits, new_state)
 
@@ -154,7 +155,24 @@ class Mamba2LM(nn.Module):
         for i, block in enumerate(self.backbone.layers):
             h = block.step(h, state.conv[i], state.ssm[i], matvec)
         h = self.backbone.norm_f(h.to(self.backbone.norm_f.weight.dtype))
-        return project(h.to(self.lm_head.weight.dtype), self.lm_head.weight, None, matvec).float()
+        return project(h.to(self.dtype), self.lm_head, matvec).float()
+
+    # ---------------------------------------------------------------------------- quantization
+    def quantize(self, method: str = "int8") -> Mamba2LM:
+        """Weight-only int8 for inference, in place (model/quantize.py says what is quantized)."""
+        from promptcot_mamba.model.quantize import quantize_model
+
+        return quantize_model(self, method)
+
+    def train(self, mode: bool = True) -> Mamba2LM:
+        if mode and self.quantization:
+            from promptcot_mamba.model.quantize import INFERENCE_ONLY, QuantizationError
+
+            raise QuantizationError(f"train(): {INFERENCE_ONLY}")
+        return super().train(mode)
+
+    def extra_repr(self) -> str:
+        return f"quantization={self.quantization}" if self.quantization else ""
 
     # ------------------------------------------------------------------------- checkpoint I/O
     @classmethod

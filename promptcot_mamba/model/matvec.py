@@ -7,8 +7,10 @@ LM head streamed at 17 GB/s with 1 or 2 threads (a single-threaded GEMV), and at
 rows, against 46–52 GB/s for a plain read. oneDNN's linear, given the same dense row-major weight
 (no packed copy, so no extra memory), streamed it at 46 GB/s at batch 1 and ~30 GB/s at 2–16.
 
-`project(x, weight, bias, backend)` uses oneDNN for fp32 CPU inference and `F.linear` everywhere
-else (autograd, other dtypes and devices, or a torch built without oneDNN). `backend` is the
+`project(x, layer, backend)` takes the step's layer: an `nn.Linear` goes through `linear(x, weight,
+bias, backend)`, which uses oneDNN for fp32 CPU inference and `F.linear` everywhere else (autograd,
+other dtypes and devices, or a torch built without oneDNN); any other layer (an int8 `Int8Linear`,
+model/quantize.py, with its own kernel) through its own forward. `backend` is the
 `matvec` field of the model's kernels (model/kernels.py): "auto" probes oneDNN once on a tiny
 product and logs which one it uses, "onednn" insists on it, "aten" never uses it. Results agree with
 `F.linear` to fp32 rounding (a different summation order), tests/model/test_model_decode.py.
@@ -20,7 +22,7 @@ import logging
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from promptcot_mamba.common.tolerances import rel_err, rtol
 
@@ -52,7 +54,15 @@ def onednn_available() -> bool:
     return _onednn_ok
 
 
-def project(x: Tensor, weight: Tensor, bias: Tensor | None = None, backend: str = "auto") -> Tensor:
+def project(x: Tensor, layer: nn.Module, backend: str = "auto") -> Tensor:
+    """x (b, d_in) → layer(x) (b, d_out) for the decode step: an `nn.Linear` through `linear` (the
+    `backend` choice), any other layer (model/quantize.py's `Int8Linear`) through its own forward."""
+    if isinstance(layer, nn.Linear):
+        return linear(x, layer.weight, layer.bias, backend)
+    return layer(x)
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, backend: str = "auto") -> Tensor:
     """x (b, d_in) → x Wᵀ + bias (b, d_out); `F.linear` semantics, for the decode step.
     backend: "auto" | "onednn" (a RuntimeError where oneDNN's linear does not work) | "aten"."""
     if backend == "aten":

@@ -91,7 +91,7 @@ class Mamba2Mixer(nn.Module):
         shifted with one cat, the skip and the bias are fused in place (tests/model/test_model_decode.py)."""
         c = self.config
         b = h.shape[0]
-        zxbcdt = project(h, self.in_proj.weight, self.in_proj.bias, matvec)  # (b, in_proj_dim)
+        zxbcdt = project(h, self.in_proj, matvec)  # (b, in_proj_dim)
         z = zxbcdt[:, :c.d_inner]
         dt = zxbcdt[:, c.d_inner + c.conv_dim:]  # (b, H)
         xBC = zxbcdt[:, c.d_inner:c.d_inner + c.conv_dim]  # (b, conv_dim)
@@ -107,4 +107,4 @@ class Mamba2Mixer(nn.Module):
         C = xBC[:, c.d_inner + GN:].view(b, c.n_groups, c.state_size)
         A = -torch.exp(self.A_log.float())
         y = ssd_step(ssm_state, x, self._dt(dt), A, B, C, self.D)
-        return project(self.norm(y.view(b, c.d_inner), z), self.out_proj.weight, self.out_proj.bias, matvec)
+        return project(self.norm(y.view(b, c.d_inner), z), self.out_proj, matvec)

@@ -20,22 +20,26 @@ def test_project_equals_linear(backend, rows):
     g = torch.Generator().manual_seed(rows)
     x, w, b = torch.randn(rows, 48, generator=g), torch.randn(70, 48, generator=g), torch.randn(70, generator=g)
     with torch.no_grad():  # 48-term dot products, summed in another order by oneDNN
-        assert_close(matvec.project(x, w, b, backend), F.linear(x, w, b), reductions=48)
-        assert_close(matvec.project(x, w, None, backend), F.linear(x, w), reductions=48)
+        assert_close(matvec.linear(x, w, b, backend), F.linear(x, w, b), reductions=48)
+        assert_close(matvec.linear(x, w, None, backend), F.linear(x, w), reductions=48)
         # a non-contiguous input (a column slice, as the step's views are)
         wide = torch.randn(rows, 96, generator=g)
-        assert_close(matvec.project(wide[:, 10:58], w, None, backend), F.linear(wide[:, 10:58], w), reductions=48)
+        assert_close(matvec.linear(wide[:, 10:58], w, None, backend), F.linear(wide[:, 10:58], w), reductions=48)
+        # `project` takes the step's layer: an nn.Linear goes through `linear` with its weight and bias
+        layer = torch.nn.Linear(48, 70)
+        layer.weight.copy_(w), layer.bias.copy_(b)
+        assert torch.equal(matvec.project(x, layer, backend), matvec.linear(x, w, b, backend))
 
 
 def test_project_falls_back_to_linear_for_autograd_and_other_dtypes():
     w = torch.randn(8, 4, requires_grad=True)
     x = torch.randn(2, 4)
-    y = matvec.project(x, w)
+    y = matvec.linear(x, w)
     assert y.requires_grad  # autograd still flows: F.linear was used
     y.sum().backward()
     assert w.grad is not None
     xb, wb = x.bfloat16(), w.detach().bfloat16()
-    assert torch.equal(matvec.project(xb, wb), F.linear(xb, wb))
+    assert torch.equal(matvec.linear(xb, wb), F.linear(xb, wb))
 
 
 def test_kernels_reject_unknown_names_and_parse_specs():
