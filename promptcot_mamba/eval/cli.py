@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from promptcot_mamba.eval.benchmarks import ALL_BENCHMARKS
@@ -61,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--device", default="cpu", help="in-process engine device: cpu or cuda")
     r.add_argument("--kernels", default="", metavar="KEY=VALUE,...",
                    help="in-process engine hot-path implementations, as for pcm serve (model/kernels.py)")
+    r.add_argument("--quantize", default="none", choices=["none", "int8"],
+                   help="in-process engine weight quantization, as for pcm serve (model/quantize.py); "
+                        "recorded in the report")
     _add_grading_args(r)
     r.set_defaults(func=_run)
 
@@ -84,6 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _client(args):
     if args.base_url:
+        if args.quantize != "none":
+            raise ValueError(f"--quantize {args.quantize} applies to --model (the in-process engine); the server "
+                             "behind --base-url decides its own weights (pcm serve --quantize int8)")
         from promptcot_mamba.llm.openai_client import OpenAIClient
 
         return OpenAIClient(args.base_url, model=args.api_model, max_concurrency=args.concurrency,
@@ -97,7 +104,8 @@ def _client(args):
                        memory_budget_gb=args.memory_budget, max_queue=100000, max_prompt_tokens=131072,
                        max_new_tokens=max(args.max_tokens, 1))
     engine = Engine.from_pretrained(args.model, cfg, dtype=args.dtype, device=args.device,
-                                    kernels=Kernels.parse(args.kernels))
+                                    kernels=Kernels.parse(args.kernels), quantize=args.quantize)
+    print(f"pcm eval run: engine {json.dumps(engine.model_settings)}", file=sys.stderr)
     return EngineClient(engine, progress=False)
 
 

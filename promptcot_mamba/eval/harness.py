@@ -270,8 +270,9 @@ def evaluate(client: LLMClient, config: EvalConfig) -> dict:
             bench = load_benchmark(name, benchmark_dir=config.benchmark_dir, lcb_tests=config.lcb_tests,
                                    limit=config.limit)
             results.append(evaluate_benchmark(client, bench, config, graders))
+        settings = getattr(client, "settings", None)  # an in-process engine's dtype, quantization, kernels
         return write_report(config.out_dir, results, model=config.model_name, backend=getattr(client, "name", "?"),
-                            graders=graders.info())
+                            graders=graders.info(), extra={"engine": settings} if settings else None)
     finally:
         graders.close()
 

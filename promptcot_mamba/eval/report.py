@@ -212,6 +212,9 @@ def render_markdown(report: dict) -> str:
     samplings = {json.dumps(s.get("sampling"), sort_keys=True) for s in report["benchmarks"] if s.get("sampling")}
     for sp in samplings:
         lines.append(f"- sampling: `{sp}` (sample i uses seed + i); prompt: ChatML with `<think>\\n` prefilled")
+    if report.get("engine"):
+        lines.append(f"- engine: `{json.dumps(report['engine'], default=str)}` (device, dtype, weight quantization, "
+                     "kernels)")
     lines.append(f"- graders: `{json.dumps(report['graders'], default=str)}`")
     for b in cols:
         s = sums[b]

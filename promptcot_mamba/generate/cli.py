@@ -28,6 +28,10 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                    help="implementations of the hot paths (model/kernels.py): ssd=auto|torch|triton|fla, "
                         "matvec=auto|onednn|aten, step=eager|fused, decode=direct|bucketed (CUDA graphs per "
                         "batch-size bucket on a GPU); e.g. --kernels step=fused,decode=bucketed")
+    p.add_argument("--quantize", default="none", choices=["none", "int8"],
+                   help="weight-only quantization after loading (model/quantize.py): int8 stores in_proj, "
+                        "out_proj and the LM head as int8 with per-channel scales (half a bf16 step's "
+                        "reads); norms, A, D, dt, conv and embeddings stay in --dtype. Not with step=fused")
 
 
 def build_engine(args):
@@ -45,7 +49,15 @@ def build_engine(args):
                        max_prompt_tokens=args.max_prompt_tokens, max_new_tokens=args.max_new_tokens,
                        prefix_cache_gb=args.prefix_cache_gb)
     return Engine.from_pretrained(args.model, cfg, dtype=args.dtype, device=args.device,
-                                  kernels=Kernels.parse(args.kernels))
+                                  kernels=Kernels.parse(args.kernels), quantize=args.quantize)
+
+
+def settings_line(engine) -> str:
+    """One line for stderr: the model's dtype and device, and its weights when quantized."""
+    s = engine.model_settings
+    q = s["quantization"]
+    weights = f"; weights {q} (in_proj, out_proj, lm_head; model/quantize.py)" if q != "none" else ""
+    return f"{s['dtype']} on {s['device']}{weights}"
 
 
 def _sampling_args(p: argparse.ArgumentParser) -> None:
@@ -102,6 +114,8 @@ def _generate(args) -> int:
 
     try:
         engine = build_engine(args)
+        if engine.model_settings["quantization"] != "none":
+            print(f"pcm generate: {settings_line(engine)}", file=sys.stderr)
         params = _params(args)
         prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
         if args.paper_prompt:
@@ -124,6 +138,8 @@ def _chat(args) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"pcm chat: {err}", file=sys.stderr)
         return 2
+    if engine.model_settings["quantization"] != "none":
+        print(f"pcm chat: {settings_line(engine)}", file=sys.stderr)
     messages = [{"role": "system", "content": args.system}] if args.system else []
     while True:
         try:

@@ -49,6 +49,11 @@ class EngineClient:
         self.tokenizer = tokenizer
         self.progress = progress
 
+    @property
+    def settings(self) -> dict:
+        """The engine's model settings (device, dtype, quantization, kernels); eval reports record them."""
+        return self.engine.model_settings
+
     def render(self, req: GenerationRequest) -> str:
         if req.prompt is not None:
             return req.prompt

@@ -49,6 +49,7 @@ from promptcot_mamba.generate.sampling import (
     sample,
 )
 from promptcot_mamba.model.kernels import Kernels
+from promptcot_mamba.model.quantize import weight_bytes
 from promptcot_mamba.model.state import InferenceState
 
 GB = 1e9
@@ -222,18 +223,25 @@ class Engine:
 
     @classmethod
     def from_pretrained(cls, path, config: EngineConfig | None = None, *, dtype="auto", device="cpu",
-                        kernels: Kernels | None = None, require_tokenizer: bool = True) -> Engine:
+                        kernels: Kernels | None = None, quantize: str | None = None,
+                        require_tokenizer: bool = True) -> Engine:
         """An engine over a model folder as `save_pretrained` writes it (with its tokenizer.json).
-        `dtype`: "auto" (the checkpoint's), float32, bfloat16 or float16. A checkpoint whose weights
-        alone exceed `config.memory_budget_gb`, or the memory available, fails before loading."""
+        `dtype`: "auto" (the checkpoint's), float32, bfloat16 or float16. `quantize`: None or "none",
+        or "int8" (weight-only, model/quantize.py; an unknown one fails before loading). A checkpoint
+        whose weights alone exceed `config.memory_budget_gb`, or the memory available, fails before
+        loading."""
         from promptcot_mamba.model.lm import Mamba2LM
+        from promptcot_mamba.model.quantize import check_method
 
+        method = check_method(quantize, kernels)
         budget = config.memory_budget_gb if config is not None else None
         model = Mamba2LM.from_pretrained(path, dtype=dtype, device=device, kernels=kernels,
                                          max_memory_gb=budget)
         if require_tokenizer and model.tokenizer is None:
             raise FileNotFoundError(f"{path}: no tokenizer.json next to the weights; the engine needs one "
                                     f"to turn text into token ids")
+        if method is not None:
+            model.quantize(method)
         return cls(model, model.tokenizer, config)
 
     # ---------------------------------------------------------------------------------- capacity
@@ -244,7 +252,7 @@ class Engine:
         d_in = mc.in_proj_dim + mc.d_inner + 2 * mc.hidden_size
         activations = 4 * (4 * self.vocab_size + 2 * d_in)  # logits and their sorted/processed copies
         per_seq = state + sampler + activations
-        weights = sum(p.numel() * p.element_size() for p in {id(p): p for p in self.model.parameters()}.values())
+        weights = weight_bytes(self.model)  # parameters and buffers (int8 weights are buffers), each once
         cache = int(cfg.prefix_cache_gb * GB)
         slots = cfg.max_slots
         if cfg.memory_budget_gb is not None:
@@ -258,6 +266,14 @@ class Engine:
         return {"max_slots": slots, "state_bytes_per_sequence": state, "bytes_per_sequence": per_seq,
                 "weight_bytes": weights, "prefix_cache_bytes": cache,
                 "memory_budget_bytes": None if cfg.memory_budget_gb is None else int(cfg.memory_budget_gb * GB)}
+
+    @property
+    def model_settings(self) -> dict:
+        """What the model runs as, for logs and reports: device, dtype, weight quantization, kernels."""
+        m = self.model
+        return {"device": str(m.device), "dtype": str(m.dtype).removeprefix("torch."),
+                "quantization": getattr(m, "quantization", None) or "none",
+                "kernels": str(getattr(m, "kernels", "")) or None}
 
     @property
     def state_bytes(self) -> int:

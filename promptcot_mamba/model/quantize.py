@@ -169,20 +169,29 @@ def _check_op(device: torch.device) -> None:
         raise QuantizationError(f"torch.ops.aten._weight_int8pack_mm gives wrong results on {device}")
 
 
+def check_method(method: str | None, kernels=None) -> str | None:
+    """The method to apply (None for "none"/None), or an error for an unknown one or for kernels that
+    cannot run it; callers that load a model check this first, so bad input fails before loading."""
+    if method is None or method == "none":
+        return None
+    if method not in METHODS:
+        raise QuantizationError(f"unknown quantization {method!r}; choose from {', '.join(('none',) + METHODS)}")
+    if kernels is not None and kernels.step == "fused":
+        raise QuantizationError("the fused Triton step (kernels step=fused) reads full-precision weights; "
+                                f"a model quantized to {method} runs the eager step: use kernels step=eager")
+    return method
+
+
 @torch.no_grad()
 def quantize_model(model, method: str = "int8"):
     """Replace the big projections of a `Mamba2LM` (see the module docstring) by `Int8Linear`, in place,
     freeing their full-precision weights; returns the model, in eval mode, frozen, with
     `model.quantization = method`. Errors leave the model as it was."""
-    if method not in METHODS:
-        raise QuantizationError(f"unknown quantization {method!r}; choose from {', '.join(('none',) + METHODS)}")
+    if check_method(method, getattr(model, "kernels", None)) is None:
+        raise QuantizationError(f"quantize: method {method!r} quantizes nothing; choose from {', '.join(METHODS)}")
     if getattr(model, "quantization", None) or any(isinstance(m, Int8Linear) for m in model.modules()):
         raise QuantizationError(f"the model is already quantized ({getattr(model, 'quantization', None) or 'int8'}); "
                                 "quantize the full-precision model once")
-    kernels = getattr(model, "kernels", None)
-    if kernels is not None and kernels.step == "fused":
-        raise QuantizationError("the fused Triton step (kernels step=fused) reads full-precision weights; "
-                                "an int8 model runs the eager step: use kernels step=eager")
     targets = _targets(model)
     bad = [f"{type(p).__name__}.{a}" for p, a in targets if type(getattr(p, a)) is not nn.Linear]
     if bad:

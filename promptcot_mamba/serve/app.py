@@ -179,7 +179,8 @@ def create_app(engine: Engine, *, model_name: str = "promptcot-mamba", reasoning
 
     def card() -> dict:
         return {"id": model_name, "object": "model", "created": srv.created, "owned_by": "promptcot-mamba",
-                "max_model_len": srv.max_model_len, "max_slots": engine.max_slots}
+                "max_model_len": srv.max_model_len, "max_slots": engine.max_slots,
+                "dtype": engine.model_settings["dtype"], "quantization": engine.model_settings["quantization"]}
 
     @app.get("/v1/models")
     async def models():

@@ -33,11 +33,15 @@ def kernels_line(engine) -> str:
     k = model.kernels
     ssd = k.ssd if k.ssd != "auto" else "auto→" + select_backend("auto", torch.empty(0, device=model.device)).name
     matvec = k.matvec
-    if matvec == "auto":
+    quantized = getattr(model, "quantization", None)
+    if quantized:  # every projection of the step is an Int8Linear: the matvec choice applies to none
+        matvec = f"{quantized} (aten._weight_int8pack_mm)"
+    elif matvec == "auto":
         cpu_fp32 = model.device.type == "cpu" and model.dtype == torch.float32
         matvec = "auto→" + ("onednn" if cpu_fp32 and onednn_available() else "aten")
     threads = f", torch threads {torch.get_num_threads()}" if model.device.type == "cpu" else ""
-    return (f"device {model.device} {str(model.dtype).removeprefix('torch.')}{threads}; kernels ssd={ssd} "
+    weights = f", weights {quantized} (in_proj, out_proj, lm_head)" if quantized else ""
+    return (f"device {model.device} {str(model.dtype).removeprefix('torch.')}{weights}{threads}; kernels ssd={ssd} "
             f"matvec={matvec} step={k.step} decode={k.decode}")
 
 

@@ -60,6 +60,19 @@ def test_pcm_eval_run_takes_the_kernels_setting(tiny_model, tmp_path, capsys):
     assert "matvec must be one of" in capsys.readouterr().err
 
 
+def test_pcm_eval_run_quantize_is_recorded_and_refused_for_an_endpoint(tiny_model, tmp_path, capsys):
+    args = ["eval", "run", "--benchmarks", "aime24", "--limit", "1", "--n", "1", "--max-tokens", "4", "--quiet",
+            "--workers", "1", "--quantize", "int8"]
+    assert main([*args, "--model", str(tiny_model), "--out", str(tmp_path / "q")]) == 0
+    report = _check_report(tmp_path / "q", {"aime24": 1})
+    assert report["engine"]["quantization"] == "int8" and report["engine"]["dtype"] == "float32", report["engine"]
+    assert '"quantization": "int8"' in (tmp_path / "q" / "report.md").read_text()
+    assert '"quantization": "int8"' in capsys.readouterr().err  # and said on the terminal
+    # an endpoint's weights are its server's business: the flag is refused, not ignored
+    assert main([*args, "--base-url", "http://127.0.0.1:9/v1", "--out", str(tmp_path / "e")]) == 2
+    assert "--quantize int8 applies to --model" in capsys.readouterr().err
+
+
 def test_pcm_eval_run_through_the_openai_server(tiny_model, tmp_path):
     port = _free_port()
     log = open(tmp_path / "server.log", "w")

@@ -63,3 +63,35 @@ def test_pcm_generate_and_chat(tmp_path):
     assert r.stdout.count(">>> ") == 3
     r = _run("generate", "--model", str(tmp_path / "nope"), "x")
     assert r.returncode != 0 and "nope" in r.stderr
+
+
+def test_quantize_flag_reaches_the_model(tmp_path):
+    """`--quantize int8` (add_engine_args, shared by generate, chat and serve): the engine's model is
+    quantized, the command says so, and it generates what the same quantized model does in process."""
+    import argparse
+
+    from promptcot_mamba.generate.cli import add_engine_args, build_engine
+
+    folder = save_tiny_model(tmp_path / "tiny")
+    parser = argparse.ArgumentParser()
+    add_engine_args(parser)
+    assert parser.parse_args(["--model", "x"]).quantize == "none"
+    engine = build_engine(parser.parse_args(["--model", str(folder), "--max-slots", "2", "--quantize", "int8"]))
+    assert engine.model.quantization == "int8" and engine.model_settings["quantization"] == "int8"
+    assert engine.capacity["weight_bytes"] < build_engine(parser.parse_args(
+        ["--model", str(folder), "--max-slots", "2"])).capacity["weight_bytes"]  # the int8 buffers are counted
+
+    r = _run("generate", "--model", str(folder), "--quantize", "int8", "--temperature", "0", "--max-tokens", "8",
+             "--threads", "1", "Let x be")
+    assert r.returncode == 0, r.stderr
+    assert "weights int8" in r.stderr
+    m = build_tiny_model().quantize("int8")  # same weights, one thread, one row, same code: exact
+    ref = Engine(m, m.tokenizer, EngineConfig(prefix_cache_gb=0)).generate(
+        [m.tokenizer.encode("Let x be")], SamplingParams(max_tokens=8, temperature=0.0))[0].samples[0]
+    assert r.stdout == ref.text + "\n"
+    r = _run("chat", "--model", str(folder), "--quantize", "int8", "--max-tokens", "3", "--threads", "1", input="hi\n\n")
+    assert r.returncode == 0 and "pcm chat: float32 on cpu; weights int8" in r.stderr, r.stderr
+    r = _run("generate", "--model", str(folder), "--quantize", "int8", "--kernels", "step=fused", "x")
+    assert r.returncode == 2 and "step=fused" in r.stderr and "step=eager" in r.stderr, r.stderr
+    r = _run("generate", "--model", str(folder), "--quantize", "int4", "x")
+    assert r.returncode == 2 and "invalid choice: 'int4'" in r.stderr, r.stderr

@@ -89,5 +89,17 @@ def test_model_step_matches_model_step():
     assert rel_err(s_fast.ssm, s_ref.ssm) < RTOL[torch.float32]
 
 
+def test_quantized_model_refuses_the_fused_step():
+    """Int8 weights (model/quantize.py) leave no full-precision weights for the fused step to read."""
+    from promptcot_mamba.model.kernels import Kernels
+    from promptcot_mamba.model.lm import Mamba2LM
+    from promptcot_mamba.model.quantize import QuantizationError
+
+    model = Mamba2LM("tiny").eval().quantize("int8")
+    model.kernels = Kernels(step="fused")  # switched after quantizing (quantize itself refuses step=fused)
+    with pytest.raises(QuantizationError, match=r"step=fused.*quantized \(int8\).*step=eager"):
+        model.step(torch.tensor([1]), model.allocate_state(1))
+
+
 def test_rerun_in_fresh_process(rerun_in_fresh_process):
     rerun_in_fresh_process()  # the guard and the rerun live in tests/conftest.py

@@ -33,3 +33,20 @@ def test_pcm_serve_process(tmp_path):
     for part in ("ssd=auto→", "matvec=auto→", "step=eager", "decode=direct"):
         assert part in line, line
     assert "Traceback" not in log and "pcm serve: stopped" in log
+
+
+def test_pcm_serve_quantize_int8(tmp_path):
+    """`--quantize int8` reaches the served model: the startup line and /v1/models say so."""
+    folder = save_tiny_model(tmp_path / "tiny")
+    with ServeProcess(folder, tmp_path / "serve.log", "--quantize", "int8") as s:
+        card = httpx.get(s.url + "/v1/models/tiny").json()
+        assert card["quantization"] == "int8" and card["dtype"] == "float32", card
+        client = openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0)
+        r = client.completions.create(model="tiny", prompt="Let x be", max_tokens=3, temperature=0)
+        assert r.usage.completion_tokens <= 3
+        s.signal()
+        rc = s.wait(30)
+        log = s.log()
+    assert rc == 0, log
+    [line] = [x for x in log.splitlines() if x.startswith("pcm serve: device ")]
+    assert "cpu float32, weights int8 (in_proj, out_proj, lm_head)" in line and "matvec=int8" in line, line
