@@ -89,8 +89,15 @@ def cmd_throughput(args) -> int:
     return 0
 
 
+def cmd_real_size(args) -> int:
+    from promptcot_mamba.bench import real_size
+
+    args.runs = [r for group in args.runs for r in group]
+    return real_size.save(real_size.run(args), args)
+
+
 def register(subparsers) -> None:
-    bench = subparsers.add_parser("bench", help="benchmarks: SSD kernels, decode, Figure 2 throughput")
+    bench = subparsers.add_parser("bench", help="benchmarks: SSD kernels, decode, Figure 2 throughput, real-size checkpoints")
     sub = bench.add_subparsers(dest="bench_command", metavar="BENCH")
 
     def common(p):
@@ -137,6 +144,13 @@ def register(subparsers) -> None:
     p.add_argument("--mamba-model", default=None)
     p.add_argument("--transformer-model", default=None)
     p.set_defaults(func=cmd_throughput)
+
+    from promptcot_mamba.bench.real_size import add_args as real_size_args
+
+    p = sub.add_parser("real-size", help="2.7B and 7B checkpoints (random weights): load, prefill, decode, "
+                                         "memory against transformers and the bandwidth floor")
+    real_size_args(p)
+    p.set_defaults(func=cmd_real_size)
 
     def _help(args) -> int:
         bench.print_help()

@@ -197,6 +197,9 @@ NAMED_CONFIGS: dict[str, Mamba2Config] = {
     # ~1.3B shape for GPU MFU measurements
     "mamba2-1.3b": Mamba2Config(vocab_size=50288, hidden_size=2048, num_hidden_layers=48, num_heads=64,
                                 n_groups=1, tie_word_embeddings=True),
+    # state-spaces/mamba2-2.7b as converted to the transformers format (G = 1, tied), ~2.7B parameters
+    "mamba2-2.7b": Mamba2Config(vocab_size=50288, hidden_size=2560, num_hidden_layers=64, num_heads=80,
+                                n_groups=1, tie_word_embeddings=True),
     # tiny shapes for tests and the demo
     "tiny": Mamba2Config(vocab_size=256, hidden_size=64, num_hidden_layers=2, state_size=16, head_dim=16,
                          num_heads=8, n_groups=2, chunk_size=16, tie_word_embeddings=True),

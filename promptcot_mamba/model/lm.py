@@ -57,6 +57,12 @@ class Mamba2Backbone(nn.Module):
         self.norm_f = RMSNorm(config.hidden_size, eps=config.layer_norm_epsilon)
 
 
+# Prompt tokens per piece in `Mamba2LM.prefill`: at the 7B shape a piece's largest activations are the
+# in_proj output (2048 × 18,560) and the scan's intra-chunk scores (2048 × 128 heads × 128, fp32),
+# ~0.15 GB each, whatever the prompt's length.
+PREFILL_CHUNK = 2048
+
+
 class Mamba2LM(nn.Module):
     """`Mamba2LM(config)` or `Mamba2LM.from_pretrained(path_or_hub_id)`; `model(input_ids).logits`.
 
@@ -137,9 +143,20 @@ class Mamba2LM(nn.Module):
         return LMOutput(logits, new_state)
 
     @torch.no_grad()
-    def prefill(self, input_ids: Tensor, state: InferenceState | None = None) -> tuple[Tensor, InferenceState]:
-        """Run a prompt (any length) and return (last-position logits (b, vocab), state)."""
-        out = self.forward(input_ids, state=state, return_state=True, logits_to_keep=1)
+    def prefill(self, input_ids: Tensor, state: InferenceState | None = None, *,
+                chunk: int = PREFILL_CHUNK) -> tuple[Tensor, InferenceState]:
+        """Run a prompt (any length) and return (last-position logits (b, vocab), state).
+
+        The prompt runs `chunk` tokens at a time, each piece continuing from the last one's state, so
+        activation memory is bounded by the piece, not the prompt (issue 13, item 4); the result equals
+        one pass up to summation order (the scan's chunk boundaries do not move: `chunk` is a multiple
+        of every chunk length the scan uses)."""
+        T = input_ids.shape[1]
+        if chunk <= 0:
+            raise ValueError(f"Mamba2LM.prefill: chunk must be positive, got {chunk}")
+        for start in range(0, T, chunk):
+            out = self.forward(input_ids[:, start:start + chunk], state=state, return_state=True, logits_to_keep=1)
+            state = out.state
         return out.logits[:, -1], out.state
 
     @torch.no_grad()

@@ -139,6 +139,23 @@ def test_prefill_then_steps_equals_full_forward():
         assert_close(cont, full[:, 30:], reductions=SSD_TERMS)
 
 
+def test_prefill_in_pieces_equals_one_pass():
+    """`prefill` runs long prompts in pieces (bounded activations, issue 13 item 4): same logits and
+    state as one pass, for pieces that split the scan's chunks and ones that do not."""
+    torch.manual_seed(5)
+    model = Mamba2LM("tiny").eval()
+    ids = torch.randint(0, 256, (2, 70))
+    with torch.no_grad():
+        one = model.forward(ids, return_state=True, logits_to_keep=1)
+        for chunk in (16, 23, 70, 1000):
+            last, state = model.prefill(ids, chunk=chunk)
+            assert_close(last, one.logits[:, -1], reductions=SSD_TERMS, what=f"chunk={chunk}")
+            assert_close(state.ssm, one.state.ssm, reductions=SSD_TERMS, what=f"state, chunk={chunk}")
+            assert_close(state.conv, one.state.conv, reductions=SSD_TERMS, what=f"conv window, chunk={chunk}")
+    with pytest.raises(ValueError, match="chunk must be positive"):
+        model.prefill(ids, chunk=0)
+
+
 def test_state_bytes_do_not_depend_on_context_length():
     model = Mamba2LM("tiny").eval()
     _, s16 = model.prefill(torch.randint(0, 256, (1, 16)))
