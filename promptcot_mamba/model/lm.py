@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from promptcot_mamba.model.config import Mamba2Config, named_config
 from promptcot_mamba.model.kernels import Kernels
-from promptcot_mamba.model.matvec import project
+from promptcot_mamba.model.matvec import project, project_rows
 from promptcot_mamba.model.mixer import Mamba2Mixer
 from promptcot_mamba.model.norm import RMSNorm
 from promptcot_mamba.model.state import InferenceState
@@ -34,12 +34,13 @@ class Mamba2Block(nn.Module):
         self.norm = RMSNorm(config.hidden_size, eps=config.layer_norm_epsilon)
         self.mixer = Mamba2Mixer(config, layer_idx)
 
-    def forward(self, residual: Tensor, seq_idx=None, conv_state=None, ssm_state=None, ssd_backend: str = "auto"):
+    def forward(self, residual: Tensor, seq_idx=None, conv_state=None, ssm_state=None, ssd_backend: str = "auto",
+                matvec: str = "auto"):
         h = self.norm(residual.to(self.norm.weight.dtype))
         if self.residual_in_fp32:
             residual = residual.float()
         out, window, ssm = self.mixer(h, seq_idx=seq_idx, conv_state=conv_state, ssm_state=ssm_state,
-                                      ssd_backend=ssd_backend)
+                                      ssd_backend=ssd_backend, matvec=matvec)
         return residual + out, window, ssm
 
     def step(self, residual: Tensor, conv_state: Tensor, ssm_state: Tensor, matvec: str = "auto") -> Tensor:
@@ -131,14 +132,15 @@ class Mamba2LM(nn.Module):
         for i, block in enumerate(self.backbone.layers):
             h, window, ssm = block(h, seq_idx,
                                    state.conv[i] if state is not None else None,
-                                   state.ssm[i] if state is not None else None, self.kernels.ssd)
+                                   state.ssm[i] if state is not None else None, self.kernels.ssd,
+                                   self.kernels.matvec)
             if return_state:
                 convs.append(window)
                 ssms.append(ssm)
         if logits_to_keep:
             h = h[:, -logits_to_keep:]
         h = self.backbone.norm_f(h.to(self.backbone.norm_f.weight.dtype))
-        logits = self.lm_head(h.to(self.dtype)).float()
+        logits = project_rows(h.to(self.dtype), self.lm_head, self.kernels.matvec).float()
         new_state = InferenceState(torch.stack(convs), torch.stack(ssms)) if return_state else None
         return LMOutput(logits, new_state)
 

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from promptcot_mamba.model.config import Mamba2Config
 from promptcot_mamba.model.conv import causal_conv
-from promptcot_mamba.model.matvec import project
+from promptcot_mamba.model.matvec import project, project_rows
 from promptcot_mamba.model.norm import GatedRMSNorm
 from promptcot_mamba.ssd import ssd, ssd_step
 
@@ -64,12 +64,14 @@ class Mamba2Mixer(nn.Module):
         return dt
 
     def forward(self, h: Tensor, *, seq_idx: Tensor | None = None, conv_state: Tensor | None = None,
-                ssm_state: Tensor | None = None, ssd_backend: str = "auto") -> tuple[Tensor, Tensor, Tensor]:
+                ssm_state: Tensor | None = None, ssd_backend: str = "auto",
+                matvec: str = "auto") -> tuple[Tensor, Tensor, Tensor]:
         """h (b, T, d) → (out (b, T, d), conv window (b, conv_dim, K), ssm state (b, H, P, N) fp32).
-        ssd_backend: the `ssd` field of the model's kernels (a row of ssd/dispatch.py's table)."""
+        ssd_backend: the `ssd` field of the model's kernels (a row of ssd/dispatch.py's table); matvec:
+        its `matvec` field (the projections' product on CPU, model/matvec.py's `project_rows`)."""
         c = self.config
         b, T, _ = h.shape
-        z, xBC, dt = self.split(self.in_proj(h))
+        z, xBC, dt = self.split(project_rows(h, self.in_proj, matvec))
         xBC, window = causal_conv(xBC, self.conv1d.weight, self.conv1d.bias, conv_state, seq_idx)
         xBC = F.silu(xBC)
         x, B, C = torch.split(xBC, [c.d_inner, c.n_groups * c.state_size, c.n_groups * c.state_size], dim=-1)
@@ -79,7 +81,7 @@ class Mamba2Mixer(nn.Module):
                        self.D, initial_state=ssm_state, seq_idx=seq_idx, chunk_size=self._chunk(h),
                        backend=ssd_backend)
         y = self.norm(y.reshape(b, T, c.d_inner), z)
-        return self.out_proj(y), window, final
+        return project_rows(y, self.out_proj, matvec), window, final
 
     def step(self, h: Tensor, conv_state: Tensor, ssm_state: Tensor, matvec: str = "auto") -> Tensor:
         """One token per sequence: h (b, d) → (b, d); updates both states in place. matvec: the

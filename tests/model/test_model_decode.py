@@ -42,6 +42,37 @@ def test_project_falls_back_to_linear_for_autograd_and_other_dtypes():
     assert torch.equal(matvec.linear(xb, wb), F.linear(xb, wb))
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_project_rows_widens_bf16_weights_and_equals_linear(bias, monkeypatch):
+    """Prefill projections of a bf16 model on CPU run as fp32 GEMMs over widened blocks of the weight
+    (matvec.project_rows): the same product, rounded once to bf16 at the end."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(48, 70, bias=bias).to(torch.bfloat16)
+    monkeypatch.setattr(matvec, "UPCAST_BLOCK", 32)  # several blocks, the last one short
+    x = torch.randn(2, 40, 48).to(torch.bfloat16)  # 80 rows ≥ UPCAST_ROWS
+    with torch.no_grad():
+        exact = F.linear(x.float(), layer.weight.float(), None if layer.bias is None else layer.bias.float())
+        got = matvec.project_rows(x, layer)
+        assert got.dtype == torch.bfloat16 and got.shape == (2, 40, 70)
+        # fp32 sums of 48 terms, then one rounding to bf16: the rule's bf16 bound
+        assert_close(got, exact, dtype=torch.bfloat16, reductions=48)
+        assert_close(got, layer(x), dtype=torch.bfloat16, reductions=48)  # and ATen's bf16 GEMM
+        if matvec.onednn_available():  # the widened path really ran: one fp32 product per block of 32 rows
+            calls = []
+            real = matvec._onednn_linear
+            monkeypatch.setattr(matvec, "_onednn_linear", lambda *a: calls.append(a[1].dtype) or real(*a))
+            matvec.project_rows(x, layer)
+            assert calls == [torch.float32] * 3
+            calls.clear()
+            matvec.project_rows(x[:, :20], layer)  # 40 rows < UPCAST_ROWS: the layer's own bf16 GEMM
+            matvec.project_rows(x, layer, "aten")
+            assert calls == []
+    # autograd, fp32 and short inputs keep the layer's own forward
+    xg = x.float().requires_grad_()
+    lf = torch.nn.Linear(48, 70).float()
+    assert matvec.project_rows(xg, lf).requires_grad
+
+
 def test_kernels_reject_unknown_names_and_parse_specs():
     with pytest.raises(ValueError, match="matvec must be one of"):
         Kernels(matvec="mkl")
