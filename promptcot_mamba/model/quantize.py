@@ -1,10 +1,10 @@
 """Weight-only int8 quantization for inference: `Int8Linear` and `quantize_model(model, "int8")`.
 
 Batch-1 decode on a CPU is bound by the bytes of weights it reads (issue 13: a bf16 GEMV at the 7B
-in_proj shape streams at the memory's speed), so int8 weights halve a bf16 step's reads. The product
-is PyTorch's own kernel, `torch.ops.aten._weight_int8pack_mm(x (M, K), w int8 (N, K), scales (N,))`;
-no matmul is written here. (torchao 0.18's `Int8WeightOnlyConfig` ran 9x slower than bf16 in eager
-mode on this CPU: it dequantizes on every call.)
+in_proj shape streams at the memory's speed), so int8 weights halve the bytes a bf16 step reads for
+its big matrices. The product is PyTorch's own kernel, `torch.ops.aten._weight_int8pack_mm(x (M, K),
+w int8 (N, K), scales (N,))`; no matmul is written here. (torchao 0.18's `Int8WeightOnlyConfig` ran
+9x slower than bf16 in eager mode on this CPU: it dequantizes on every call.)
 
 What is quantized, per output channel, symmetric: every mixer's `in_proj` and `out_proj`, and the
 `lm_head`: the matrices every decode step reads in full. Kept in the model's dtype: every RMSNorm,
@@ -18,22 +18,24 @@ rounding is a large relative change; quantizing them would save under 0.3% of th
 A tied lm_head (`config.tie_word_embeddings`: the head's weight *is* the embedding tensor) gets its
 own int8 copy, and the embedding stays in full precision for the lookup; the model then holds
 vocab × hidden bytes (the int8 head) on top of the embedding it held before. At the tied 130M shape
-(vocab 50,288 × hidden 768) that is 38.6 MB, and the weights go from 516 MB (fp32) to 284 MB, or
-from 258 MB (bf16) to 206 MB; untied (7B), the head is simply replaced.
+(vocab 50,288 × hidden 768) that is 38.6 MB, and the weights go from 516 MB (fp32) to 285 MB, or
+from 258 MB (bf16) to 207 MB; untied (7B), the head is simply replaced.
 
-The numbers (measured on the 2-core CPU of issue 13, one thread, torch 2.13 CPU; /tmp scripts
-recorded in benchmarks/bench_quantize.py's docstring):
-- The op's bfloat16 path is vectorized; its float32 and float16 paths are scalar loops (4096 × 1024
-  at one row: bf16 0.42 ms, fp32 5.5 ms, fp16 9.9 ms, against F.linear's 0.8 ms). So the int8 product
-  always runs in bfloat16: activations are rounded to bf16 (relative 2⁻⁹, below the weights' own
-  rounding of up to 1/254 of a row's largest entry) and the result is cast back to the model's dtype.
-- The bf16 path needs K (the input width) to be a multiple of 16: at K = 8, 17, 24 or 40 it returns
-  inf/NaN or crashes the process. Weights whose K is not are padded with zero columns, and inputs with
-  zeros, to the next multiple of 16 (exact: the extra terms are 0 · 0).
+The numbers: benchmarks/bench_quantize.py's `ops` section, benchmarks/results/quantize-cpu.json (the
+2-core CPU of issue 13, one thread, torch 2.13 CPU, one 4096 × 1024 product):
+- The op's bfloat16 path is vectorized; its float32 and float16 paths are scalar loops (one row: bf16
+  0.31 ms, fp32 3.6 ms, fp16 7.5 ms, against F.linear's 0.64 ms in fp32 and 0.71 ms in bf16). So the
+  int8 product always runs in bfloat16: activations are rounded to bf16 (relative 2⁻⁹, below the
+  weights' own rounding of up to 1/254 of a row's largest entry) and the result is cast back to the
+  model's dtype (`Int8Linear` at one row: 0.31 ms from bf16, 0.36 ms from fp32).
+- The bf16 path needs K (the input width) to be a multiple of 16: at K = 8, 17, 24 or 40 it returned
+  inf/NaN or crashed the process (probed one shape at a time). Weights whose K is not are padded with
+  zero columns, and inputs with zeros, to the next multiple of 16 (exact: the extra terms are 0 · 0).
 - At more than `GEMV_ROWS` rows (prefill, big decode batches) the op is slower than a GEMM (256 rows:
-  39 ms vs bf16 F.linear's 31 ms), so blocks of rows of the weight are dequantized to the activations'
-  dtype and multiplied with `F.linear` (31 ms); an fp32 model's prefill thus runs in fp32. The
-  transient is one block (`DEQUANT_BLOCK` elements), never a full-precision copy of the weight.
+  40 ms against bf16 F.linear's 28 ms), so blocks of rows of the weight are dequantized to the
+  activations' dtype and multiplied with `F.linear` (31 ms in bf16; 24 ms against F.linear's 18 ms in
+  fp32); an fp32 model's prefill thus runs in fp32. The transient is one block (`DEQUANT_BLOCK`
+  elements), never a full-precision copy of the weight.
 
 Scales are stored in bfloat16 (the op's dtype), and the weights are rounded against the stored,
 already-rounded scale, so each weight's error is at most half a step: |w − s·q| ≤ s/2 ≈ max|row|/254.
