@@ -32,10 +32,10 @@ The numbers: benchmarks/bench_quantize.py's `ops` section, benchmarks/results/qu
   inf/NaN or crashed the process (probed one shape at a time). Weights whose K is not are padded with
   zero columns, and inputs with zeros, to the next multiple of 16 (exact: the extra terms are 0 · 0).
 - At more than `GEMV_ROWS` rows (prefill, big decode batches) the op is slower than a GEMM (256 rows:
-  40 ms against bf16 F.linear's 28 ms), so blocks of rows of the weight are dequantized to the
-  activations' dtype and multiplied with `F.linear` (31 ms in bf16; 24 ms against F.linear's 18 ms in
-  fp32); an fp32 model's prefill thus runs in fp32. The transient is one block (`DEQUANT_BLOCK`
-  elements), never a full-precision copy of the weight.
+  40 ms against bf16 F.linear's 28 ms), so blocks of rows of the weight are dequantized and multiplied
+  with `F.linear`, on a CPU in fp32 whatever the model's dtype (s·q is exact in fp32, and this CPU's
+  fp32 GEMM ran 1.6x as fast as its bf16 one, model/matvec.py's `project_rows`). The transient is one
+  block (`DEQUANT_BLOCK` elements), never a full-precision copy of the weight.
 
 Scales are stored in bfloat16 (the op's dtype), and the weights are rounded against the stored,
 already-rounded scale, so each weight's error is at most half a step: |w − s·q| ≤ s/2 ≈ max|row|/254.
@@ -124,11 +124,16 @@ class Int8Linear(nn.Module):
             y = torch.ops.aten._weight_int8pack_mm(x2.to(KERNEL_DTYPE).contiguous(), self.weight_int8, scales)
             y = y.to(x.dtype)
         else:
-            y = torch.empty(x2.shape[0], self.out_features, dtype=x.dtype, device=x.device)  # (M, N)
+            # on a CPU the GEMM runs in fp32 whatever x's dtype: fp32 GEMMs ran 1.6x as fast as bf16's
+            # here (model/matvec.py's project_rows), and s·q is exact in fp32
+            cdt = torch.float32 if x.device.type == "cpu" else x.dtype
+            xc = x2.to(cdt)
+            y = torch.empty(x2.shape[0], self.out_features, dtype=cdt, device=x.device)  # (M, N)
             rows = max(1, DEQUANT_BLOCK // self.weight_int8.shape[1])
             for i in range(0, self.out_features, rows):
-                w = self.weight_int8[i:i + rows].to(x.dtype) * scales[i:i + rows, None].to(x.dtype)  # (r, K')
-                y[:, i:i + rows] = F.linear(x2, w)
+                w = self.weight_int8[i:i + rows].to(cdt) * scales[i:i + rows, None].to(cdt)  # (r, K')
+                y[:, i:i + rows] = F.linear(xc, w)
+            y = y.to(x.dtype)
         if self.bias is not None:
             y += self.bias.to(y.dtype)
         return y.view(*lead, self.out_features)

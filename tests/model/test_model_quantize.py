@@ -87,7 +87,7 @@ def test_int8_logits_close_to_full_precision_forward_and_step(dtype, config):
     """The logits pass through 2L + 1 quantized products (in_proj and out_proj per layer, the head).
     Adding their typical errors without cancellation bounds the logits' scale-relative error by
     (2L + 1) · `_projection_error` (5 × 9.3-9.8e-3 for these models), plus the dtype's own rounding,
-    rtol(dtype, SSD_TERMS): 4.6-4.9e-2 in float32, 8.6-8.8e-2 in bfloat16. Measured: 3.8e-3 to 1.1e-2."""
+    rtol(dtype, SSD_TERMS): 4.6-4.9e-2 in float32, 8.6-8.8e-2 in bfloat16. Measured: 3.8e-3 to 1.3e-2."""
     torch.manual_seed(0)
     ref = build_tiny_model(config=config, tie_word_embeddings=config == "tiny").to(dtype)
     q = _copy(ref).quantize("int8")
