@@ -24,18 +24,19 @@ from 258 MB (bf16) to 207 MB; untied (7B), the head is simply replaced.
 The numbers: benchmarks/bench_quantize.py's `ops` section, benchmarks/results/quantize-cpu.json (the
 2-core CPU of issue 13, one thread, torch 2.13 CPU, one 4096 × 1024 product):
 - The op's bfloat16 path is vectorized; its float32 and float16 paths are scalar loops (one row: bf16
-  0.31 ms, fp32 3.6 ms, fp16 7.5 ms, against F.linear's 0.64 ms in fp32 and 0.71 ms in bf16). So the
+  0.29 ms, fp32 4.0 ms, fp16 8.1 ms, against F.linear's 0.63 ms in fp32 and 0.71 ms in bf16). So the
   int8 product always runs in bfloat16: activations are rounded to bf16 (relative 2⁻⁹, below the
   weights' own rounding of up to 1/254 of a row's largest entry) and the result is cast back to the
-  model's dtype (`Int8Linear` at one row: 0.31 ms from bf16, 0.36 ms from fp32).
+  model's dtype (`Int8Linear` at one row: 0.45 ms from bf16, 0.51 ms from fp32, under load).
 - The bf16 path needs K (the input width) to be a multiple of 16: at K = 8, 17, 24 or 40 it returned
   inf/NaN or crashed the process (probed one shape at a time). Weights whose K is not are padded with
   zero columns, and inputs with zeros, to the next multiple of 16 (exact: the extra terms are 0 · 0).
 - At more than `GEMV_ROWS` rows (prefill, big decode batches) the op is slower than a GEMM (256 rows:
-  40 ms against bf16 F.linear's 28 ms), so blocks of rows of the weight are dequantized and multiplied
+  39 ms against bf16 F.linear's 26 ms), so blocks of rows of the weight are dequantized and multiplied
   with `F.linear`, on a CPU in fp32 whatever the model's dtype (s·q is exact in fp32, and this CPU's
-  fp32 GEMM ran 1.6x as fast as its bf16 one, model/matvec.py's `project_rows`). The transient is one
-  block (`DEQUANT_BLOCK` elements), never a full-precision copy of the weight.
+  fp32 GEMM ran 1.6x as fast as its bf16 one, model/matvec.py's `project_rows`): 24 ms from bf16 or
+  fp32 activations, against F.linear's 26 ms in bf16 and 18 ms in fp32. The transient is one block
+  (`DEQUANT_BLOCK` elements), never a full-precision copy of the weight.
 
 Scales are stored in bfloat16 (the op's dtype), and the weights are rounded against the stored,
 already-rounded scale, so each weight's error is at most half a step: |w − s·q| ≤ s/2 ≈ max|row|/254.
@@ -212,6 +213,13 @@ def quantize_model(model, method: str = "int8"):
         # the Linear (and, untied, its weight) is dropped here: each layer's full-precision weight is
         # freed as soon as its int8 copy exists, so the peak is the model plus one layer's int8 copy
         setattr(parent, attr, Int8Linear.from_linear(getattr(parent, attr)))
+    # A checkpoint loaded in its stored dtype is views of one map per file (model/checkpoint.py): while
+    # any kept tensor (an embedding, a norm) views a file's map, the whole map stays, and with it the
+    # pages of the freed projections that quantizing read. Kept tensors get memory of their own, so the
+    # maps close and memory falls to the quantized size.
+    for t in (*model.parameters(), *model.buffers()):
+        if t.untyped_storage().nbytes() > t.numel() * t.element_size():
+            t.data = t.data.clone()
     model.quantization = method
     log.info("quantized %d linear layers to %s: weights %.3f GB -> %.3f GB", len(targets), method,
              before / 1e9, weight_bytes(model) / 1e9)
