@@ -145,7 +145,8 @@ def _rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GB  # Linux: KiB
 
 
-def run_one(impl: str, dtype: str, folder: Path, *, prompt: int, steps: int, batch: int, device: str) -> dict:
+def run_one(impl: str, dtype: str, folder: Path, *, prompt: int, steps: int, batch: int, device: str,
+            reference: list[int] | None = None) -> dict:
     """One process's measurements (called in a child: `python -m promptcot_mamba.bench.real_size --worker`)."""
     torch.manual_seed(0)
     tdtype = {"bf16": torch.bfloat16, "fp32": torch.float32, "int8": torch.bfloat16}[dtype]
@@ -165,6 +166,13 @@ def run_one(impl: str, dtype: str, folder: Path, *, prompt: int, steps: int, bat
     model.eval()
     _sync(device)
     out["load_s"] = time.perf_counter() - t0
+    tensors = {t.data_ptr(): t for t in [*model.parameters(), *model.buffers()]}.values()
+    out["model_gb"] = sum(t.numel() * t.element_size() for t in tensors) / GB
+    c = model.config  # the fp32 SSM states and conv windows of the largest batch decoded
+    d_inner = c.expand * c.hidden_size
+    per_seq = c.num_hidden_layers * (d_inner // c.head_dim * c.head_dim * c.state_size * 4
+                                     + (d_inner + 2 * c.n_groups * c.state_size) * c.conv_kernel * 2)
+    out["states_gb"] = batch * per_seq / GB
     out["rss_after_load_gb"] = _rss_gb()
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(1)
@@ -188,6 +196,15 @@ def run_one(impl: str, dtype: str, folder: Path, *, prompt: int, steps: int, bat
             out[key + "_tokens_per_s"] = b / out[key + "_step_s"]
             if b == 1:
                 out["greedy_tokens"] = tokens
+        # teacher forcing: every run scores the same tokens (the reference run's greedy ones, or its
+        # own), so agreement is counted position by position, not ended by the first near-tie
+        forced = reference if reference else out["greedy_tokens"]
+        seq = torch.cat([ids[:1, :DECODE_PROMPT], torch.tensor([forced[:-1]], device=ids.device)], 1)
+        logits = model(seq).logits[0, DECODE_PROMPT - 1:].float()  # (len(forced), vocab)
+        top2 = logits.topk(2, -1)
+        out["forced_argmax"] = top2.indices[:, 0].tolist()
+        out["forced_margin"] = (top2.values[:, 0] - top2.values[:, 1]).tolist()  # top-1 minus top-2 logit
+        out["forced_tokens"] = list(forced)
     out["peak_rss_gb"] = _rss_gb()
     return out
 
@@ -229,10 +246,12 @@ def _decode(impl: str, model, ids: torch.Tensor, steps: int, device: str) -> tup
 
 
 # ---------------------------------------------------------------------------------- the driver
-def _child(impl: str, dtype: str, folder: Path, args) -> dict:
+def _child(impl: str, dtype: str, folder: Path, args, reference: list[int] | None = None) -> dict:
     cmd = [sys.executable, "-m", "promptcot_mamba.bench.real_size", "--worker", impl, dtype, str(folder),
            "--prompt", str(args.prompt), "--steps", str(args.steps), "--batch", str(args.batch),
            "--device", args.device]
+    if reference:
+        cmd += ["--reference", ",".join(map(str, reference))]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         tail = (p.stderr or p.stdout).strip().splitlines()[-5:]
@@ -260,19 +279,24 @@ def run(args) -> dict:
                    "checkpoint_s": time.perf_counter() - t0,
                    "read_bandwidth_gb_s": bw / GB, "bf16_gemv_bandwidth_gb_s": gemv / GB, "runs": []}
         print(f"[{shape}] read {bw / GB:.1f} GB/s, bf16 GEMV at in_proj {gemv / GB:.1f} GB/s", flush=True)
-        for impl, dtype in args.runs:
+        reference: list[int] | None = None  # the first run's greedy tokens (ours:fp32 goes first when asked)
+        for impl, dtype in sorted(args.runs, key=lambda r: r != ("ours", "fp32")):
             itemsize = {"bf16": 2, "fp32": 4, "int8": 1}[dtype]
             if config.num_parameters() * itemsize / GB > 0.8 * mem_total:
                 r["runs"].append({"impl": impl, "dtype": dtype, "skipped": f"needs {config.num_parameters() * itemsize / GB:.1f} GB "
                                   f"of weights, the machine has {mem_total:.1f} GB"})
                 continue
-            one = _child(impl, dtype, folder, args)
+            one = _child(impl, dtype, folder, args, reference)
+            if "error" not in one and reference is None:
+                reference = one["greedy_tokens"]
+                r["reference"] = f"{impl}:{dtype}"
             if "error" not in one:
                 floor = decode_weight_bytes(config, itemsize) / bw
                 one["decode_floor_s"] = floor
                 one["decode_b1_vs_floor"] = one["decode_b1_step_s"] / floor
                 one["decode_b8_vs_b1"] = one[f"decode_b{args.batch}_step_s"] / one["decode_b1_step_s"]
-                one["peak_rss_vs_weights"] = one["peak_rss_gb"] / (config.num_parameters() * itemsize / GB)
+                one["peak_rss_vs_weights"] = one["peak_rss_gb"] / one["model_gb"]
+                one["peak_rss_vs_weights_and_states"] = one["peak_rss_gb"] / (one["model_gb"] + one["states_gb"])
             r["runs"].append(one)
             print(_line(shape, one), flush=True)
         _compare(r)
@@ -281,10 +305,11 @@ def run(args) -> dict:
 
 
 def _compare(r: dict) -> None:
-    """Ratios against transformers bf16 and greedy agreement with our float32 run, where both exist."""
+    """Ratios against transformers bf16, and agreement with the reference run (our float32 where it was
+    run, which goes first; otherwise the first run)."""
     runs = {(x["impl"], x["dtype"]): x for x in r["runs"] if "error" not in x and "skipped" not in x}
     hf = runs.get(("hf", "bf16"))
-    ref = runs.get(("ours", "fp32"))
+    ref = runs.get(tuple(r["reference"].split(":"))) if r.get("reference") else None
     for x in runs.values():
         if hf is not None and x is not hf:
             x["decode_b1_speedup_vs_hf_bf16"] = hf["decode_b1_step_s"] / x["decode_b1_step_s"]
@@ -292,8 +317,13 @@ def _compare(r: dict) -> None:
         if ref is not None:
             n = min(len(ref["greedy_tokens"]), len(x["greedy_tokens"]))
             same = next((i for i in range(n) if ref["greedy_tokens"][i] != x["greedy_tokens"][i]), n)
-            x["greedy_equal_to_fp32_prefix"] = same
-            x["greedy_equal_to_fp32_of"] = n
+            x["greedy_equal_to_reference_prefix"] = same  # free-running: ends at the first difference
+            x["greedy_equal_to_reference_of"] = n
+            # teacher-forced on the reference's tokens: top-1 agreement position by position, and the
+            # reference's own top-1 − top-2 logit margin where they differ (a near-tie or not)
+            agree = [a == t for a, t in zip(x["forced_argmax"], ref["forced_argmax"])]
+            x["top1_agreement_with_reference"] = sum(agree) / len(agree)
+            x["disagreements_reference_margin"] = [round(m, 4) for a, m in zip(agree, ref["forced_margin"]) if not a]
 
 
 def _line(shape: str, x: dict) -> str:
@@ -343,10 +373,11 @@ def main(argv: list[str] | None = None) -> int:
         ap = argparse.ArgumentParser()
         ap.add_argument("impl"), ap.add_argument("dtype"), ap.add_argument("folder")
         ap.add_argument("--prompt", type=int), ap.add_argument("--steps", type=int)
-        ap.add_argument("--batch", type=int), ap.add_argument("--device")
+        ap.add_argument("--batch", type=int), ap.add_argument("--device"), ap.add_argument("--reference")
         a = ap.parse_args(argv[1:])
+        ref = [int(t) for t in a.reference.split(",")] if a.reference else None
         print(json.dumps(run_one(a.impl, a.dtype, Path(a.folder), prompt=a.prompt, steps=a.steps,
-                                 batch=a.batch, device=a.device)))
+                                 batch=a.batch, device=a.device, reference=ref)))
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_args(ap)

@@ -64,7 +64,19 @@ def test_the_command_runs_each_in_its_own_process_and_compares(tmp_path):
     assert bf16["decode_b1_vs_floor"] == pytest.approx(bf16["decode_b1_step_s"] / bf16["decode_floor_s"])
     assert bf16["decode_b1_speedup_vs_hf_bf16"] == pytest.approx(
         runs["hf", "bf16"]["decode_b1_step_s"] / bf16["decode_b1_step_s"])
-    assert runs["ours", "fp32"]["greedy_equal_to_fp32_prefix"] == runs["ours", "fp32"]["greedy_equal_to_fp32_of"]
+    ref = runs["ours", "fp32"]
+    assert r["reference"] == "ours:fp32" and r["runs"][0] is not None and r["runs"][0]["dtype"] == "fp32"  # first
+    assert ref["greedy_equal_to_reference_prefix"] == ref["greedy_equal_to_reference_of"] == 4
+    assert ref["top1_agreement_with_reference"] == 1.0 and ref["disagreements_reference_margin"] == []
+    # every run scored the reference's tokens, teacher-forced
+    assert all(x["forced_tokens"] == ref["greedy_tokens"] for x in runs.values())
+    assert 0.0 <= bf16["top1_agreement_with_reference"] <= 1.0
+    assert len(bf16["disagreements_reference_margin"]) == round(4 * (1 - bf16["top1_agreement_with_reference"]))
+    # teacher forcing reproduces the reference's own greedy choices (prefill path = decode path), except
+    # at a near-tie, where fp32 summation order (another CPU) may pick the other token
+    for a, t, m in zip(ref["forced_argmax"], ref["greedy_tokens"], ref["forced_margin"]):
+        assert a == t or m < 1e-3
+    assert bf16["peak_rss_vs_weights_and_states"] < bf16["peak_rss_vs_weights"]
 
 
 def test_bad_run_and_shape_names_are_refused():
