@@ -77,6 +77,11 @@ def test_the_command_runs_each_in_its_own_process_and_compares(tmp_path):
     for a, t, m in zip(ref["forced_argmax"], ref["greedy_tokens"], ref["forced_margin"]):
         assert a == t or m < 1e-3
     assert bf16["peak_rss_vs_weights_and_states"] < bf16["peak_rss_vs_weights"]
+    # over the prompt, teacher-forced: the reference agrees with itself, bf16 mostly with fp32
+    assert ref["prompt_top1_agreement_with_reference"] == 1.0 and ref["prompt_perplexity_change_vs_reference"] == 0.0
+    assert bf16["prompt_top1_agreement_with_reference"] > 0.5 and abs(bf16["prompt_perplexity_change_vs_reference"]) < 0.05
+    assert runs["hf", "bf16"]["prompt_top1_agreement_with_ours_bf16"] > 0.5
+    assert all(x["prefill_first_s"] > 0 and x["prefill_s"] > 0 for x in runs.values())
 
 
 def test_bad_run_and_shape_names_are_refused():
