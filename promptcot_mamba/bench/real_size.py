@@ -422,7 +422,38 @@ def main(argv: list[str] | None = None) -> int:
     return save(run(args), args)
 
 
+def targets(result: dict) -> list[dict]:
+    """Issue 13's targets, each with the measured value and whether it is met (the ones these runs reach)."""
+    out = []
+
+    def run(shape, impl, dtype):
+        r = result["shapes"].get(shape, {})
+        return next((x for x in r.get("runs", []) if x.get("impl") == impl and x.get("dtype") == dtype
+                     and "decode_b1_step_s" in x), None)
+
+    def add(what, value, target, higher_is_better):
+        if value is not None:
+            met = value >= target if higher_is_better else value <= target
+            out.append({"target": what, "measured": round(value, 3), "goal": target, "met": met,
+                        "by": round(value / target, 3)})
+
+    x = run("2.7b", "ours", "bf16")
+    add("2.7B bf16 decode b1 vs transformers bf16 (x faster)", x and x.get("decode_b1_speedup_vs_hf_bf16"), 2.0, True)
+    add("2.7B bf16 prefill vs transformers bf16 (x faster)", x and x.get("prefill_speedup_vs_hf_bf16"), 2.0, True)
+    x = run("7b", "ours", "bf16")
+    add("7B bf16 decode b1 step / bandwidth floor", x and x.get("decode_b1_vs_floor"), 1.25, False)
+    x = run("7b", "ours", "int8")
+    add("7B int8 decode b1 vs transformers bf16 (x faster)", x and x.get("decode_b1_speedup_vs_hf_bf16"), 2.5, True)
+    for shape in result["shapes"]:
+        for dtype in ("bf16", "fp32", "int8"):
+            x = run(shape, "ours", dtype)
+            add(f"{shape} {dtype} peak RSS / (weights + decoded states)", x and x.get("peak_rss_vs_weights_and_states"),
+                1.05, False)
+    return out
+
+
 def save(result: dict, args) -> int:
+    result["targets"] = targets(result)
     out = Path(args.out or f"benchmarks/results/real-size-{args.device.split(':')[0]}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

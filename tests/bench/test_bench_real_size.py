@@ -89,3 +89,16 @@ def test_bad_run_and_shape_names_are_refused():
         real_size.main(["--runs", "hf:int8"])
     with pytest.raises(SystemExit):
         real_size.main(["--shapes", "13b"])
+
+
+def test_targets_say_met_or_by_how_much():
+    run = {"impl": "ours", "dtype": "bf16", "decode_b1_step_s": 0.3, "decode_b1_speedup_vs_hf_bf16": 1.3,
+           "prefill_speedup_vs_hf_bf16": 2.2, "decode_b1_vs_floor": 1.5, "peak_rss_vs_weights_and_states": 1.02}
+    t = {x["target"]: x for x in real_size.targets({"shapes": {"2.7b": {"runs": [run]}, "7b": {"runs": [run]}}})}
+    assert t["2.7B bf16 decode b1 vs transformers bf16 (x faster)"] == {
+        "target": "2.7B bf16 decode b1 vs transformers bf16 (x faster)", "measured": 1.3, "goal": 2.0, "met": False,
+        "by": 0.65}
+    assert t["2.7B bf16 prefill vs transformers bf16 (x faster)"]["met"]
+    assert not t["7B bf16 decode b1 step / bandwidth floor"]["met"]  # lower is better: 1.5 > 1.25
+    assert t["7b bf16 peak RSS / (weights + decoded states)"]["met"]
+    assert not any("int8" in k for k in t)  # no int8 run, no int8 target claimed
