@@ -1,4 +1,4 @@
-"""`pcm demo [--quick] [--out DIR] [--seed N] [--preset NAME|FILE]`: the laptop-scale paper run."""
+"""`pcm demo [--quick] [--out DIR] [--seed N] [--seeds N] [--preset NAME|FILE]`: the laptop-scale paper run."""
 
 from __future__ import annotations
 
@@ -18,14 +18,23 @@ def register(subparsers) -> None:
     p.add_argument("--preset", default=None,
                    help="a shipped preset (default, quick) or a YAML file; overrides --quick")
     p.add_argument("--out", default=None, help="run folder (default: runs/demo or runs/demo-quick)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the whole run (default: the preset's)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the run: its data, and the first training seed (default: the preset's)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="training seeds per architecture, seed, seed+1, ... (default: the preset's run.seeds)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from promptcot_mamba.demo.pipeline import DemoError, run_demo
-    from promptcot_mamba.demo.report import ablation_table, accuracy_table, efficiency_table
+    from promptcot_mamba.demo.report import (
+        ablation_table,
+        accuracy_table,
+        comparison_lines,
+        efficiency_table,
+        error_table,
+    )
     from promptcot_mamba.demo.settings import SettingsError
 
     preset = args.preset or ("quick" if args.quick else "default")
@@ -33,8 +42,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.seed is not None and args.seed < 0:
         print("pcm demo: --seed must be >= 0", file=sys.stderr)
         return 2
+    if args.seeds is not None and args.seeds < 1:
+        print("pcm demo: --seeds must be >= 1", file=sys.stderr)
+        return 2
     try:
-        results = run_demo(preset, out, seed=args.seed, progress=not args.no_progress)
+        results = run_demo(preset, out, seed=args.seed, seeds=args.seeds, progress=not args.no_progress)
     except (SettingsError, DemoError) as err:
         print(f"pcm demo: {err}", file=sys.stderr)
         return 2
@@ -44,6 +56,13 @@ def _run(args: argparse.Namespace) -> int:
     print()
     print("Table 2 — ablation (phase 2 removed)")
     print(ablation_table(results))
+    print()
+    print("Which differences are significant (95% interval of the paired difference excludes 0)")
+    for line in comparison_lines(results):
+        print(f"  - {line}")
+    print()
+    print("Error analysis — share of the wrong samples in each class")
+    print(error_table(results))
     print()
     print("Figure 2 — decode throughput and context memory against generated length")
     print(efficiency_table(results))

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from promptcot_mamba.common.files import write_jsonl
 from promptcot_mamba.demo.domain import Problem
+from promptcot_mamba.demo.errors import error_counts
 from promptcot_mamba.demo.settings import EvalSettings
 from promptcot_mamba.llm.base import GenerationRequest
 from promptcot_mamba.text.prompts import paper_prompt
@@ -38,7 +39,8 @@ def evaluate_client(client, problems: Sequence[Problem], protocol: EvalSettings,
                     desc: str = "evaluating") -> dict[str, Any]:
     """avg@k of `client` on `problems` under `protocol` (k = protocol.samples); returns {"accuracy"
     (0..1), "stderr", "n_problems", "n_samples", "verdicts", "solved_any", "mean_tokens",
-    "truncation_rate", "metric"}. `graders` is the caller's (its worker pool starts once per run)."""
+    "truncation_rate", "metric", "per_problem" (share correct per problem), "errors" (demo/errors.py
+    classes of the wrong samples)}. `graders` is the caller's (its worker pool starts once per run)."""
     from tqdm.auto import tqdm
 
     from promptcot_mamba.eval.benchmarks import custom_benchmark
@@ -76,10 +78,22 @@ def evaluate_client(client, problems: Sequence[Problem], protocol: EvalSettings,
         by_id = bench.by_id()
         write_jsonl(out_path, ({"problem": by_id[r["problem_id"]].question, **r} for r in graded))
     solved = {r["problem_id"] for r in graded if r["verdict"] == CORRECT}
+    index = {p.problem_id: i for i, p in enumerate(bench.problems)}
+    correct = [0] * len(problems)
+    wrong: list[tuple[Problem, str]] = []
+    for r in graded:
+        if r["verdict"] == CORRECT:
+            correct[index[r["problem_id"]]] += 1
+        else:
+            wrong.append((problems[index[r["problem_id"]]], r.get("completion") or ""))
+    counts, examples = error_counts(wrong)
     return {"accuracy": summary["score"] / 100, "stderr": summary["stderr"] / 100, "n_problems": len(problems),
             "n_samples": len(graded), "verdicts": {k: v for k, v in summary["verdicts"].items() if v},
             "solved_any": len(solved), "mean_tokens": summary.get("mean_completion_tokens"),
-            "truncation_rate": summary["truncation_rate"], "metric": summary["metric"]}
+            "truncation_rate": summary["truncation_rate"], "metric": summary["metric"],
+            # per held-out problem, in order: the share of its k samples graded correct (demo/stats.py)
+            "per_problem": [c / k for c in correct],
+            "errors": {"wrong": len(wrong), "counts": counts, "examples": examples}}
 
 
 def load_client(folder: str | None, tokenizer_dir: str, *, init_model: dict | None = None, seed: int = 0):

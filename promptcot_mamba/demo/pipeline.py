@@ -6,17 +6,21 @@
                            synthesis stages with the procedural client (demo/curriculum.py)
     2. build_tokenizer     a small digit-splitting BPE trained on the run's own text
     3. train_and_evaluate  the preset's recipe through train.run_recipe for Mamba-2 and, with the same
-                           data, phases and optimizer, for a Llama of about the same parameter count;
-                           then each phase's checkpoint (and the untrained Mamba-2) on the held-out
-                           foundational and composed sets, avg@k through the evaluation harness
+                           data, phases and optimizer, for a Llama of about the same parameter count,
+                           once per training seed; then each phase's checkpoint (and the untrained
+                           Mamba-2) on the held-out foundational and composed sets, avg@k through the
+                           evaluation harness; the seeds pooled into intervals (demo/stats.py) and
+                           the wrong samples classified (demo/errors.py)
     4. measure_efficiency  decode tokens/s and context memory against generated length (Figure 2)
     5. write_results       results.json, report.md and plots/*.png beside the run's data, tokenizer,
                            checkpoints and per-sample evaluation rows
 
-Each architecture trains and is evaluated in its own process (one `ArchJob`), one torch thread each,
-side by side: on two cores that halves the wall time (the faster model's evaluation overlaps the
-slower one's training), and single-threaded math is reproducible, so the same seed gives the same
-tables.
+Every (architecture, training seed) pair trains and is evaluated in its own process (one `ArchJob`),
+one torch thread each, `run.workers` processes at a time: small models use one core poorly, so
+separate single-threaded processes are the fastest way through the seeds on a few cores, and
+single-threaded math is reproducible, so the same seeds give the same tables on one machine. The
+data (curriculum, tokenizer, held-out sets) comes from the run's seed and is shared by every training
+seed; a training seed changes the initialisation, the data order and the evaluation's sampling.
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ class ArchJob:
 
     arch: str  # MAMBA or TRANSFORMER
     slug: str  # its folder under train/ and the prefix of its evaluation rows
+    seed: int  # the training seed (initialisation, data order, evaluation sampling)
     recipe: dict[str, Any]  # train/recipe.py layout, tokenizer and seed filled in
     data_dir: str  # the recipe's dataset paths are relative to it
     train_dir: str
@@ -102,21 +107,29 @@ class ArchJob:
 @dataclass(frozen=True)
 class ArchResult:
     arch: str
+    seed: int
     model: dict[str, Any]  # the recipe's model section it trained
     run: RunResult  # per-phase checkpoints and summaries, the metrics file
     rows: list[dict[str, Any]]  # its rows of Table 1
     cpu_train: float  # CPU seconds of its process
     cpu_eval: float
+    steps: int  # optimizer steps over all phases
 
 
 # ----------------------------------------------------------------------------------- the run
 
 
 def run_demo(preset: str | Path | DemoSettings = "default", out_dir: str | Path = "runs/demo", *,
-             seed: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run the whole demo into out_dir and return the results dict (also written as results.json)."""
+             seed: int | None = None, seeds: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run the whole demo into out_dir and return the results dict (also written as results.json).
+    seed: the run's seed (data, and the first training seed); seeds: training seeds per architecture
+    (default: the preset's run.seeds)."""
     settings = preset if isinstance(preset, DemoSettings) else DemoSettings.load(preset)
     seed = settings.seed if seed is None else seed
+    n_seeds = settings.run.seeds if seeds is None else seeds
+    if n_seeds < 1:
+        raise DemoError(f"seeds must be >= 1, got {n_seeds}")
+    train_seeds = [seed + j for j in range(n_seeds)]
     out = _fresh_run_folder(Path(out_dir).resolve())
     timing: dict[str, float] = {}
     t_start = time.perf_counter()
@@ -128,12 +141,14 @@ def run_demo(preset: str | Path | DemoSettings = "default", out_dir: str | Path 
         with _timed(timing, "tokenizer"):
             vocab_size = build_tokenizer(data, tok_dir, settings.data.tokenizer_vocab).vocab_size
         with _timed(timing, "training + evaluation"):
-            mamba, llama = train_and_evaluate(settings, data, tok_dir, vocab_size, out, seed=seed, progress=progress)
+            archs = train_and_evaluate(settings, data, tok_dir, vocab_size, out, seeds=train_seeds,
+                                       progress=progress)
         _say("3/5 measuring decode throughput and memory against generated length …", progress)
+        first = {a.arch: a for a in reversed(archs)}  # each architecture's first training seed
         with _timed(timing, "efficiency"):
-            efficiency = measure_efficiency(settings.efficiency, mamba.run.final_checkpoint,
-                                            llama.run.final_checkpoint, tok_dir)
-        return write_results(out, settings, seed=seed, data=data, vocab_size=vocab_size, archs=(mamba, llama),
+            efficiency = measure_efficiency(settings.efficiency, first[MAMBA].run.final_checkpoint,
+                                            first[TRANSFORMER].run.final_checkpoint, tok_dir)
+        return write_results(out, settings, seed=seed, data=data, vocab_size=vocab_size, archs=archs,
                              efficiency=efficiency, timing=timing, t_start=t_start, progress=progress)
 
 
@@ -172,30 +187,35 @@ def build_tokenizer(data: DemoData, folder: Path, vocab_size: int) -> Tokenizer:
 
 
 def train_and_evaluate(settings: DemoSettings, data: DemoData, tok_dir: Path, vocab_size: int, out: Path, *,
-                       seed: int, progress: bool) -> tuple[ArchResult, ArchResult]:
-    """Step 3: Mamba-2 on the preset's recipe and a Llama of about its size on the same recipe, each
-    trained and then evaluated in its own process (`run_arch_job`); returns (Mamba-2, Llama)."""
+                       seeds: list[int], progress: bool) -> list[ArchResult]:
+    """Step 3: Mamba-2 on the preset's recipe and a Llama of about its size on the same recipe, once
+    per training seed, each trained and then evaluated in its own process (`run_arch_job`); returns
+    the results ordered by architecture (Mamba-2 first), then seed."""
     from promptcot_mamba.model.config import Mamba2Config
     from promptcot_mamba.train.models import round_vocab
 
     vocab = round_vocab(vocab_size)
     mamba_params = Mamba2Config.from_dict({"vocab_size": vocab, **settings.recipe["model"]["config"]}).num_parameters()
-    evaluation = EvalJob(str(tok_dir), data.held_out, settings.eval, str(out / "eval"), seed)
+    baseline = matched_baseline(settings, mamba_params, vocab)
+    workers = min(settings.run.workers, 2 * len(seeds))
+    in_process = workers < 2
 
-    def job(arch: str, slug: str, model: dict | None, *, with_untrained: bool, progress: bool) -> ArchJob:
+    def job(arch: str, slug: str, model: dict | None, seed: int) -> ArchJob:
         recipe = _recipe_for(settings, tok_dir, seed, model)
-        return ArchJob(arch, slug, recipe, str(data.folder), str(out / "train" / slug), evaluation,
-                       with_untrained, settings.run.threads, progress)
+        evaluation = EvalJob(str(tok_dir), data.held_out, settings.eval, str(out / "eval"), seed)
+        return ArchJob(arch, f"{slug}-seed{seed}", seed, recipe, str(data.folder), str(out / "train" / slug / f"seed{seed}"),
+                       evaluation, arch == MAMBA, settings.run.threads, progress and in_process)
 
-    mamba = job(MAMBA, "mamba2", None, with_untrained=True, progress=progress)
-    # the worker shows no progress bars: they would interleave with the main process's
-    llama = job(TRANSFORMER, "transformer", matched_baseline(settings, mamba_params, vocab), with_untrained=False,
-                progress=False)
+    # the slower model's jobs first: with fewer workers than jobs, longest-first packs the cores best
+    jobs = [job(MAMBA, "mamba2", None, s) for s in seeds] + [job(TRANSFORMER, "transformer", baseline, s) for s in seeds]
     sizes = {name: len(ps) for name, ps in data.held_out.items()}
-    _say(f"2/5 training {MAMBA} ({mamba_params / 1e6:.2f}M parameters) and {TRANSFORMER} on the same data, "
-         f"then evaluating each on {sizes['foundational']} + {sizes['composed']} held-out problems, "
-         f"avg@{settings.eval.samples} …", progress)
-    return _side_by_side(mamba, llama, workers=settings.run.workers)
+    _say(f"2/5 training {MAMBA} ({mamba_params / 1e6:.2f}M parameters) and {TRANSFORMER} on the same data with "
+         f"{len(seeds)} training seed(s) each ({len(jobs)} jobs, {max(workers, 1)} process(es) × "
+         f"{settings.run.threads} thread(s)), then evaluating each on {sizes['foundational']} + "
+         f"{sizes['composed']} held-out problems, avg@{settings.eval.samples} …", progress)
+    results = _run_jobs(jobs, workers=workers, progress=progress)
+    order = {MAMBA: 0, TRANSFORMER: 1}
+    return sorted(results, key=lambda a: (order[a.arch], a.seed))
 
 
 def measure_efficiency(e: EfficiencySettings, mamba_folder: str, llama_folder: str,
@@ -230,40 +250,49 @@ def measure_efficiency(e: EfficiencySettings, mamba_folder: str, llama_folder: s
 
 
 def write_results(out: Path, settings: DemoSettings, *, seed: int, data: DemoData, vocab_size: int,
-                  archs: tuple[ArchResult, ArchResult], efficiency: dict[str, Any], timing: dict[str, float],
+                  archs: list[ArchResult], efficiency: dict[str, Any], timing: dict[str, float],
                   t_start: float, progress: bool) -> dict[str, Any]:
     """Step 5: results.json (everything measured), then report.md and the plots made from it."""
+    from promptcot_mamba.demo.aggregate import comparisons, error_analysis, pool_rows
     from promptcot_mamba.demo.report import write_report
     from promptcot_mamba.train.metrics import read_metrics
 
     ev = settings.eval
     sets = {name: len(ps) for name, ps in data.held_out.items()}
-    rows = sorted((r for a in archs for r in a.rows),
-                  key=lambda r: ROW_ORDER.index((r["training"], r["arch"])))
+    seeds = sorted({a.seed for a in archs})
+    rows = pool_rows([(a.arch, a.seed, r) for a in archs for r in a.rows], list(sets), order=ROW_ORDER)
     timing["total"] = time.perf_counter() - t_start
+    cpu = {arch: {"training": [round(a.cpu_train, 1) for a in archs if a.arch == arch],
+                  "evaluation": [round(a.cpu_eval, 1) for a in archs if a.arch == arch],
+                  "training per step": [round(a.cpu_train / max(1, a.steps), 4) for a in archs if a.arch == arch]}
+           for arch in (MAMBA, TRANSFORMER)}
     results = {
-        "config": {"name": settings.name, "seed": seed, "preset": settings.source, "threads": settings.run.threads,
-                   "workers": settings.run.workers, "cpu_count": os.cpu_count(), "baseline_model": archs[1].model},
+        "config": {"name": settings.name, "seed": seed, "training_seeds": seeds, "preset": settings.source,
+                   "threads": settings.run.threads, "workers": settings.run.workers, "cpu_count": os.cpu_count(),
+                   "baseline_model": next(a.model for a in archs if a.arch == TRANSFORMER)},
         "data": {**data.curriculum.summary, "held-out foundational": sets["foundational"],
                  "held-out composed": sets["composed"],
                  "tokenizer": f"byte-level BPE, digits split, {vocab_size} tokens (trained on this run's text)"},
         "synthesis_stages": data.curriculum.stages,
         "protocol": {"samples_per_problem": ev.samples, "temperature": ev.temperature, "top_p": ev.top_p,
-                     "max_new_tokens": ev.max_new_tokens, "sets": sets,
+                     "max_new_tokens": ev.max_new_tokens, "sets": sets, "seeds": len(seeds),
                      "description": (f"the paper's prompt (ChatML, `<think>` prefilled); {ev.samples} samples per "
                                      f"problem at temperature {ev.temperature}, top-p {ev.top_p}, up to "
                                      f"{ev.max_new_tokens} new tokens; graded on the last `\\boxed{{}}` after "
                                      f"`</think>` by the strict math grader; avg@{ev.samples} = mean accuracy over "
-                                     "all samples (as the paper's avg@16).")},
+                                     f"all samples (as the paper's avg@16), then the mean over {len(seeds)} training "
+                                     "seed(s) with a 95% interval over seeds and problems (demo/stats.py).")},
         "accuracy": rows,
+        "comparisons": comparisons(rows, list(sets), archs=(MAMBA, TRANSFORMER)),
+        "errors": error_analysis(rows, list(sets)),
         "efficiency": efficiency,
-        "losses": {a.arch: [{"step": r["step"], "phase": r["phase"], "loss": r.get("loss")}
-                            for r in read_metrics(a.run.metrics_path) if "loss" in r] for a in archs},
-        "training": [f"{a.arch}, phase `{p.name}`: {p.steps} steps, final loss {_fmt(p.final_loss)} → "
+        "losses": {f"{a.arch} (seed {a.seed})": [{"step": r["step"], "phase": r["phase"], "loss": r.get("loss")}
+                                                 for r in read_metrics(a.run.metrics_path) if "loss" in r]
+                   for a in archs},
+        "training": [f"{a.arch}, seed {a.seed}, phase `{p.name}`: {p.steps} steps, final loss {_fmt(p.final_loss)} → "
                      f"`{_rel(p.export_dir, out)}`" for a in archs for p in a.run.phases],
         "timing": timing,
-        "cpu": {"training": [round(a.cpu_train, 1) for a in archs],
-                "evaluation": [round(a.cpu_eval, 1) for a in archs]},
+        "cpu": cpu,
         "files": [f"`{name}`" for name in ("data", "tokenizer", "train", "eval")],
     }
     atomic_write_json(out / "results.json", results, indent=1)
@@ -292,7 +321,8 @@ def run_arch_job(job: ArchJob) -> ArchResult:
     models += [ModelToEvaluate("phase 1 only", f"{job.slug}-phase1", folder=run.checkpoints[first]),
                ModelToEvaluate("phase 1 + phase 2", f"{job.slug}-phase2", folder=run.checkpoints[last])]
     rows = evaluate_models(job.arch, models, job.evaluation, progress=job.progress)
-    return ArchResult(job.arch, job.recipe["model"], run, rows, cpu_train, time.process_time() - t0 - cpu_train)
+    return ArchResult(job.arch, job.seed, job.recipe["model"], run, rows, cpu_train,
+                      time.process_time() - t0 - cpu_train, sum(p.steps for p in run.phases))
 
 
 def evaluate_models(arch: str, models: list[ModelToEvaluate], ev: EvalJob, *, progress: bool) -> list[dict]:
@@ -381,17 +411,28 @@ def _process_settings(threads: int):
         yield
 
 
-def _side_by_side(first: ArchJob, second: ArchJob, *, workers: int) -> tuple[ArchResult, ArchResult]:
-    """`first` in this process and `second` in a spawned worker at the same time, or (workers < 2)
-    both here, one after the other."""
+def _run_jobs(jobs: list[ArchJob], *, workers: int, progress: bool) -> list[ArchResult]:
+    """Every job, `workers` spawned single-job processes at a time (or, workers < 2, one after the
+    other in this process, with the jobs' own progress bars); a bar counts the finished jobs."""
     if workers < 2:
-        return run_arch_job(first), run_arch_job(second)
+        return [run_arch_job(j) for j in jobs]
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
-        fut = pool.submit(_worker, second, os.getpid())
-        return run_arch_job(first), fut.result()
+    from tqdm.auto import tqdm
+
+    results = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool, \
+            tqdm(total=len(jobs), disable=not progress, desc="train + evaluate", unit="job") as bar:
+        futures = {pool.submit(_worker, j, os.getpid()): j for j in jobs}
+        for fut in as_completed(futures):
+            r = fut.result()
+            results.append(r)
+            bar.update(1)
+            if progress:
+                bar.write(f"[demo] {r.arch} seed {r.seed}: trained in {r.cpu_train:.0f} CPU-s "
+                          f"({r.cpu_train / max(1, r.steps):.3f} per step), evaluated in {r.cpu_eval:.0f}")
+    return results
 
 
 def _worker(job: ArchJob, parent: int) -> ArchResult:

@@ -35,8 +35,25 @@ def _params(n: int | None) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.0f}K"
 
 
+def _cell(r: dict[str, Any] | None, name: str) -> str:
+    """A pooled cell: the mean over seeds and its 95% interval (clamped to 0–100), in percent."""
+    if r is None or r.get(name) is None:
+        return "—"
+    iv = r.get(f"{name}_interval")
+    if not iv or len(iv.get("seeds", ())) < 1:
+        return _pct(r[name])
+    lo, hi = max(0.0, iv["lo"]), min(1.0, iv["hi"])
+    return f"{100 * r[name]:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def _seeds_note(results: dict[str, Any]) -> str:
+    n = results.get("protocol", {}).get("seeds", 1)
+    return f"mean of {n} training seed{'s' if n != 1 else ''} [95% interval]"
+
+
 def accuracy_table(results: dict[str, Any]) -> str:
-    """Table 1 layout: model, architecture, parameters, training, then one column per held-out set."""
+    """Table 1 layout: model, architecture, parameters, training, then one column per held-out set;
+    each cell the mean over training seeds with its 95% interval (demo/stats.py)."""
     rows = results.get("accuracy", [])
     k = results.get("protocol", {}).get("samples_per_problem", "k")
     sets = results.get("protocol", {}).get("sets", {})
@@ -47,7 +64,19 @@ def accuracy_table(results: dict[str, Any]) -> str:
     lines = [head]
     for r in rows:
         lines.append(f"| {r['model']} | {r.get('type', '')} | {_params(r.get('params'))} | {r['training']} | "
-                     f"{_pct(r.get('foundational'))} | {_pct(r.get('composed'))} |")
+                     f"{_cell(r, 'foundational')} | {_cell(r, 'composed')} |")
+    return "\n".join(lines)
+
+
+def seeds_table(results: dict[str, Any]) -> str:
+    """Each row's per-seed means: how far apart the training seeds landed."""
+    rows = results.get("accuracy", [])
+    lines = ["| Model | Training | seeds | Foundational per seed | Composed per seed |", "|---|---|---|---|---|"]
+    for r in rows:
+        per = {name: ", ".join(f"{100 * x:.1f}" for x in r.get(f"{name}_interval", {}).get("seeds", []))
+               for name in ("foundational", "composed")}
+        lines.append(f"| {r['model']} | {r['training']} | {', '.join(map(str, r.get('seeds', [])))} | "
+                     f"{per['foundational']} | {per['composed']} |")
     return "\n".join(lines)
 
 
@@ -60,9 +89,52 @@ def ablation_table(results: dict[str, Any]) -> str:
         full, abl = by.get((arch, "phase 1 + phase 2")), by.get((arch, "phase 1 only"))
         if full is None or abl is None:
             continue
-        lines.append(f"| {full['model']} | {_pct(full.get('foundational'))} | {_pct(full.get('composed'))} |")
-        lines.append(f"| − phase 2 (composed data) | {_pct(abl.get('foundational'))} | {_pct(abl.get('composed'))} |")
+        lines.append(f"| {full['model']} | {_cell(full, 'foundational')} | {_cell(full, 'composed')} |")
+        lines.append(f"| − phase 2 (composed data) | {_cell(abl, 'foundational')} | {_cell(abl, 'composed')} |")
     return "\n".join(lines)
+
+
+def comparison_lines(results: dict[str, Any]) -> list[str]:
+    """One line per difference the run tests (demo/aggregate.py `comparisons`)."""
+    out = []
+    for c in results.get("comparisons", []):
+        d, lo, hi = (100 * c[k] for k in ("mean", "lo", "hi"))
+        verdict = "significant" if c["significant"] else "not significant"
+        out.append(f"{c['comparison']}, {c['set']}: {d:+.1f} points [95%: {lo:+.1f}, {hi:+.1f}] — {verdict}")
+    return out
+
+
+def error_table(results: dict[str, Any]) -> str:
+    """Per model, phase and set: wrong samples and the share of them in each class of demo/errors.py."""
+    from promptcot_mamba.demo.errors import CLASSES
+
+    head = ("| Model | Training | Set | wrong / samples | " + " | ".join(c for c in CLASSES) + " |\n"
+            "|---|---|---|---:|" + "---:|" * len(CLASSES))
+    lines = [head]
+    for e in results.get("errors", []):
+        if e["training"] == "untrained":
+            continue  # nothing to learn from: it never reaches an answer
+        shares = " | ".join(f"{100 * e['shares'][c]:.0f}%" if e["wrong"] else "—" for c in CLASSES)
+        lines.append(f"| {e['arch']} | {e['training']} | {e['set']} | {e['wrong']} / {e['samples']} | {shares} |")
+    return "\n".join(lines)
+
+
+def error_examples(results: dict[str, Any]) -> list[str]:
+    """One example per class and model (the first found), as report lines."""
+    from promptcot_mamba.demo.errors import CLASSES, DESCRIPTIONS
+
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for e in results.get("errors", []):
+        if e["training"] == "untrained":
+            continue
+        for c in CLASSES:
+            ex = e["examples"].get(c)
+            if ex and (e["arch"], c) not in seen:
+                seen.add((e["arch"], c))
+                out.append(f"{e['arch']}, {DESCRIPTIONS[c]}: `{ex['problem']}` — {ex['detail']} "
+                           f"({e['training']}, {e['set']})")
+    return out
 
 
 def efficiency_table(results: dict[str, Any]) -> str:
@@ -116,8 +188,9 @@ def accuracy_findings(results: dict[str, Any]) -> list[str]:
 
 
 def tables_text(results: dict[str, Any]) -> str:
-    """The tables that must be identical across two runs with the same seed (no timings)."""
-    return "\n\n".join([accuracy_table(results), ablation_table(results)])
+    """The tables that must be identical across two runs with the same seeds (no timings)."""
+    return "\n\n".join([accuracy_table(results), ablation_table(results), "\n".join(comparison_lines(results)),
+                        error_table(results)])
 
 
 # --------------------------------------------------------------------------------------- plots
@@ -133,15 +206,21 @@ def _plt():
 
 
 def plot_losses(losses: dict[str, list[dict]], path: Path) -> Path:
-    """Training loss per step, one line per model, phase boundaries marked."""
+    """Training loss per step, one line per model and seed (a model's seeds share a colour), phase
+    boundaries marked."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
     marked: set[int] = set()
+    colours: dict[str, str] = {}
     for label, rows in losses.items():
         rows = [r for r in rows if r.get("loss") is not None]
         if not rows:
             continue
-        ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=label, lw=1.2)
+        model = label.split(" (seed")[0]
+        first = model not in colours
+        colours.setdefault(model, f"C{len(colours)}")
+        ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label=model if first else None,
+                lw=1.0, alpha=0.8, color=colours[model])
         top = max(r["loss"] for r in rows)
         for prev, r in zip(rows, rows[1:]):
             if r["phase"] != prev["phase"] and prev["step"] not in marked:  # one marker per boundary
@@ -151,7 +230,7 @@ def plot_losses(losses: dict[str, list[dict]], path: Path) -> Path:
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss (nats / response token)")
-    ax.set_title("Loss per phase (phase 1: foundational, phase 2: composed)")
+    ax.set_title("Loss per phase, every training seed (phase 1: foundational, phase 2: composed)")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -161,25 +240,31 @@ def plot_losses(losses: dict[str, list[dict]], path: Path) -> Path:
 
 
 def plot_accuracy(results: dict[str, Any], path: Path) -> Path:
+    """Bars: the mean over seeds; whiskers: the 95% interval; dots: the seeds."""
     plt = _plt()
     rows = results.get("accuracy", [])
     fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.38
-    xs = range(len(rows))
-    f = [100 * (r.get("foundational") or 0) for r in rows]
-    c = [100 * (r.get("composed") or 0) for r in rows]
-    ax.bar([x - width / 2 for x in xs], f, width, label="held-out foundational")
-    ax.bar([x + width / 2 for x in xs], c, width, label="held-out composed")
-    for x, v in zip(xs, f):
-        ax.text(x - width / 2, v + 1, f"{v:.0f}", ha="center", fontsize=8)
-    for x, v in zip(xs, c):
-        ax.text(x + width / 2, v + 1, f"{v:.0f}", ha="center", fontsize=8)
-    ax.set_xticks(list(xs))
+    xs = list(range(len(rows)))
+    for off, name, label in ((-width / 2, "foundational", "held-out foundational"),
+                             (width / 2, "composed", "held-out composed")):
+        means = [100 * (r.get(name) or 0) for r in rows]
+        ivs = [r.get(f"{name}_interval") or {} for r in rows]
+        err = [[max(0.0, m - 100 * max(0.0, iv.get("lo", m / 100))) for m, iv in zip(means, ivs)],
+               [max(0.0, 100 * min(1.0, iv.get("hi", m / 100)) - m) for m, iv in zip(means, ivs)]]
+        ax.bar([x + off for x in xs], means, width, label=label, yerr=err, capsize=3,
+               error_kw={"lw": 1, "ecolor": "black"})
+        for x, iv in zip(xs, ivs):
+            seeds = [100 * v for v in iv.get("seeds", [])]
+            ax.scatter([x + off] * len(seeds), seeds, s=9, color="black", zorder=3)
+        for x, m, up in zip(xs, means, err[1]):
+            ax.text(x + off, m + up + 1, f"{m:.0f}", ha="center", fontsize=7)
+    ax.set_xticks(xs)
     ax.set_xticklabels([f"{r['arch']}\n{r['training']}" for r in rows], fontsize=8)
     k = results.get("protocol", {}).get("samples_per_problem", "k")
     ax.set_ylabel(f"accuracy, avg@{k} (%)")
     ax.set_ylim(0, 105)
-    ax.set_title("Held-out accuracy (Table 1 / Table 2 at toy scale)")
+    ax.set_title(f"Held-out accuracy: {_seeds_note(results)}, dots = seeds")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -236,13 +321,17 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
 
 
 def render_markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
+    from promptcot_mamba.demo.errors import CLASSES, DESCRIPTIONS
+
     cfg = results.get("config", {})
     proto = results.get("protocol", {})
     data = results.get("data", {})
     eff = results.get("efficiency", {})
     timing = results.get("timing", {})
     L: list[str] = []
-    L.append(f"# promptcot-mamba demo — {cfg.get('name', 'default')} run, seed {cfg.get('seed')}")
+    seeds = cfg.get("training_seeds", [cfg.get("seed")])
+    L.append(f"# promptcot-mamba demo — {cfg.get('name', 'default')} run, seed {cfg.get('seed')}, "
+             f"training seeds {', '.join(map(str, seeds))}")
     L.append("")
     L.append("A laptop-scale reproduction of *Scaling Reasoning without Attention*: a PromptCoT-style "
              "curriculum is synthesized for a built-in arithmetic domain, an attention-free Mamba-2 model "
@@ -266,9 +355,25 @@ def render_markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
     L.append("")
     L.append(f"Protocol: {proto.get('description', '')}")
     L.append("")
+    L.append("The interval is mean ± √(h_seed² + h_prob²): a Student-t half-width over the per-seed means "
+             "(df = seeds − 1) and a normal half-width over the per-problem means; it says where a rerun with "
+             "other seeds, on another machine, or on another draw of the held-out problems should land. "
+             "With one seed it covers the problems only. Per seed:")
+    L.append("")
+    L.append(seeds_table(results))
+    L.append("")
     for line in accuracy_findings(results):
         L.append(f"- {line}")
     L.append("")
+    if results.get("comparisons"):
+        L.append("### Which differences are significant")
+        L.append("")
+        L.append("The difference of two cells, paired by problem and by seed index, with the same 95% interval; "
+                 "significant when the interval excludes zero.")
+        L.append("")
+        for line in comparison_lines(results):
+            L.append(f"- {line}")
+        L.append("")
     L.append("## Table 2 — ablation: phase 2 removed")
     L.append("")
     L.append(ablation_table(results))
@@ -278,6 +383,22 @@ def render_markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
     L.append("")
     if plots.get("accuracy"):
         L.append(f"![accuracy]({plots['accuracy']})")
+        L.append("")
+    if results.get("errors"):
+        L.append("## Error analysis — why the wrong samples are wrong")
+        L.append("")
+        L.append("Every wrong sample of every seed is read step by step against the true worked solution "
+                 "(demo/errors.py) and put in the first class that fits. The operand class is the one this "
+                 "size can teach: recall of a number across the model's own reasoning trace.")
+        L.append("")
+        L.append(error_table(results))
+        L.append("")
+        L.append("Classes: " + "; ".join(f"**{c}**: {DESCRIPTIONS[c]}" for c in CLASSES) + ".")
+        L.append("")
+        L.append("One example per class and model:")
+        L.append("")
+        for line in error_examples(results):
+            L.append(f"- {line}")
         L.append("")
     L.append("## Figure 2 — inference efficiency against generated length")
     L.append("")
@@ -310,15 +431,15 @@ def render_markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
             L.append(f"| {k} | {v:.1f} |")
         L.append("")
         if cpu:
-            L.append("CPU seconds per process (on an idle machine with a core per process, a stage's wall time "
-                     "is about the larger of the two):")
+            L.append("CPU seconds of each (architecture, seed) process, one per seed:")
             L.append("")
-            L.append("| part | Mamba-2 process | Transformer process |\n|---|---:|---:|")
-            for k, v in cpu.items():
-                L.append(f"| {k} | " + " | ".join(f"{x:.0f}" for x in v) + " |")
+            L.append("| model | training | evaluation | training per optimizer step |\n|---|---|---|---|")
+            for arch, parts in cpu.items():
+                L.append(f"| {arch} | " + " | ".join(", ".join(f"{x:.3g}" for x in parts.get(k, []))
+                                                     for k in ("training", "evaluation", "training per step")) + " |")
             L.append("")
         L.append(f"Machine: {cfg.get('cpu_count')} CPUs visible, {cfg.get('workers')} processes × "
-                 f"{cfg.get('threads')} torch thread(s). On a shared machine wall time exceeds CPU time.")
+                 f"{cfg.get('threads')} torch thread(s) at a time. On a shared machine wall time exceeds CPU time.")
         L.append("")
     L.append("## Files")
     L.append("")

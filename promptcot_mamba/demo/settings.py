@@ -3,7 +3,8 @@
 A preset holds everything a run needs and nothing about where it runs: problem-set sizes, the
 training recipe of the Mamba-2 model (train/recipe.py format, with dataset paths relative to the
 run's data folder), the Transformer baseline's architecture, the evaluation protocol and the
-efficiency lengths. The command line overrides only the seed and the output folder.
+efficiency lengths. The command line overrides only the seed, the number of training seeds and the
+output folder.
 
 Every default lives on its field below; a field the preset does not know (a typo) is an error that
 names the field and the file, like any other bad value (common/config.py).
@@ -69,7 +70,8 @@ class EfficiencySettings(ConfigModel):
 
 class RunSettings(ConfigModel):
     threads: PosInt = 1  # torch threads per process
-    workers: PosInt = 2  # processes: Mamba-2 and the Transformer train / evaluate side by side
+    workers: PosInt = 2  # processes training / evaluating side by side, one (architecture, seed) each
+    seeds: PosInt = 3  # training seeds per architecture: every cell is their mean with a 95% interval
 
 
 class BaselineSettings(ConfigModel):

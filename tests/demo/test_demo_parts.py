@@ -302,7 +302,7 @@ def test_an_arch_job_crosses_to_the_spawned_worker_whole():
 
     s = DemoSettings.load("quick")
     held_out = {"foundational": tuple(sample_problems(1, "foundational", 3))}
-    job = ArchJob("Mamba-2", "mamba2", dict(s.recipe), "data", "train/mamba2",
+    job = ArchJob("Mamba-2", "mamba2-seed3", 3, dict(s.recipe), "data", "train/mamba2/seed3",
                   EvalJob("tokenizer", held_out, s.eval, "eval", 3), with_untrained=True, threads=1, progress=False)
     again = pickle.loads(pickle.dumps(job))
     assert again == job and again.evaluation.held_out["foundational"][0].answer == held_out["foundational"][0].answer

@@ -31,18 +31,34 @@ def test_pcm_demo_quick_writes_report_and_plots(tmp_path, capsys):
     rows = {(r["arch"], r["training"]) for r in res["accuracy"]}
     assert rows == {("Mamba-2", "untrained"), ("Mamba-2", "phase 1 only"), ("Mamba-2", "phase 1 + phase 2"),
                     ("Llama", "phase 1 only"), ("Llama", "phase 1 + phase 2")}
+    # the quick preset's seeds (fewer than the default's three, and the report says how many)
+    seeds = res["config"]["training_seeds"]
+    assert len(seeds) == res["protocol"]["seeds"] >= 2 and f"training seeds {', '.join(map(str, seeds))}" in report
     for r in res["accuracy"]:
+        assert r["seeds"] == seeds
         for s in ("foundational", "composed"):
             assert isinstance(r[s], float) and 0.0 <= r[s] <= 1.0
-            d = r[f"{s}_detail"]
-            assert d["n_samples"] == d["n_problems"] * res["protocol"]["samples_per_problem"]
+            d, iv = r[f"{s}_detail"], r[f"{s}_interval"]
+            assert d["n_samples"] == d["n_problems"] * res["protocol"]["samples_per_problem"] * len(seeds)
+            # the interval: around the mean of the per-seed means, one per seed
+            assert len(iv["seeds"]) == len(seeds) and iv["lo"] <= r[s] <= iv["hi"]
+            assert r[s] == pytest.approx(sum(iv["seeds"]) / len(seeds))
+            assert len(r[f"{s}_per_problem"]) == len(seeds)
         assert r["params"] > 0
+    # the significance lines: phase 2 vs phase 1 per architecture and Mamba-2 vs Llama, on both sets
+    comps = {(c["comparison"], c["set"]) for c in res["comparisons"]}
+    assert len(comps) == 8 and all(isinstance(c["significant"], bool) for c in res["comparisons"])
+    assert "### Which differences are significant" in report and "significant" in printed
+    # the error analysis: every wrong sample of every seed classified, shown per model, phase and set
+    for e in res["errors"]:
+        assert sum(e["counts"].values()) == e["wrong"] <= e["samples"]
+    assert "## Error analysis" in report and "Error analysis" in printed
     mamba_p = next(r["params"] for r in res["accuracy"] if r["arch"] == "Mamba-2")
     llama_p = next(r["params"] for r in res["accuracy"] if r["arch"] == "Llama")
     assert abs(mamba_p - llama_p) / mamba_p < 0.1  # "a Transformer of the same parameter count"
 
     # per-sample rows were kept
-    rows_file = out / "eval" / "mamba2-phase2-composed.jsonl"
+    rows_file = out / "eval" / f"mamba2-seed{seeds[0]}-phase2-composed.jsonl"
     first = json.loads(rows_file.read_text().splitlines()[0])
     assert {"problem", "gold", "completion", "verdict"} <= set(first)
 
@@ -58,7 +74,7 @@ def test_pcm_demo_quick_writes_report_and_plots(tmp_path, capsys):
     # checkpoints in Hugging Face format, one per phase and model
     for model in ("mamba2", "transformer"):
         for phase in ("01-foundational", "02-composed"):
-            hf = out / "train" / model / "phases" / phase / "hf"
+            hf = out / "train" / model / f"seed{seeds[0]}" / "phases" / phase / "hf"
             assert (hf / "config.json").exists() and (hf / "tokenizer.json").exists()
     # SFT records in the layout of docs/formats.md, "SFT records"
     rec = json.loads((out / "data" / "sft_composed.jsonl").read_text().splitlines()[0])
@@ -90,24 +106,55 @@ def _tiny_settings():
 
 
 @pytest.mark.slow
-def test_same_seed_same_tables(tmp_path):
+def test_same_seeds_same_tables_and_seeds_differ(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
     from promptcot_mamba.demo.pipeline import run_demo
     from promptcot_mamba.demo.report import tables_text
 
     s = _tiny_settings()
     # two runs of the same code on the same machine, one thread each: bit equality is the point here
     # (another CPU may round differently and so gives its own, equally reproducible, tables)
-    a = run_demo(s, tmp_path / "a", seed=3, progress=False)
-    b = run_demo(s, tmp_path / "b", seed=3, progress=False)
+    a = run_demo(s, tmp_path / "a", seed=3, seeds=2, progress=False)
+    b = run_demo(s, tmp_path / "b", seed=3, seeds=2, progress=False)
+    assert a["config"]["training_seeds"] == [3, 4]
     assert tables_text(a) == tables_text(b)
     # the per-sample completions and verdicts are identical too, not just the rounded accuracies
     def rows(run, f):
         return [{k: v for k, v in json.loads(line).items() if not k.endswith("time_s")}
                 for line in (tmp_path / run / "eval" / f).read_text().splitlines()]
 
-    for f in ("mamba2-phase2-foundational.jsonl", "transformer-phase2-composed.jsonl"):
+    for f in ("mamba2-seed3-phase2-foundational.jsonl", "transformer-seed4-phase2-composed.jsonl"):
         ra = rows("a", f)
         assert ra == rows("b", f) and len(ra) == 4 * 2
         assert all("completion" in r and r["verdict"] for r in ra)
-    la = [r["loss"] for r in a["losses"]["Mamba-2"]]
-    assert la == [r["loss"] for r in b["losses"]["Mamba-2"]]
+    for key in ("Mamba-2 (seed 3)", "Llama (seed 4)"):
+        la = [r["loss"] for r in a["losses"][key]]
+        assert la and la == [r["loss"] for r in b["losses"][key]]
+
+    # the two training seeds really differ: another initialisation and another data order
+    def untrained(seed):  # the untrained model's weights are the initialisation
+        from promptcot_mamba.train.models import build_model, load_tokenizer
+        from promptcot_mamba.train.recipe import ModelSpec
+
+        torch.manual_seed(seed)
+        tok = load_tokenizer(str(tmp_path / "a" / "tokenizer"))
+        return build_model(ModelSpec.from_dict(s.recipe["model"], "init", tmp_path), tok).state_dict()
+
+    w3, w4 = untrained(3), untrained(4)
+    assert any(not torch.equal(w3[k], w4[k]) for k in w3)
+    info = {seed: json.loads((tmp_path / "a" / "train" / "mamba2" / f"seed{seed}" / "run.json").read_text())
+            for seed in (3, 4)}
+    assert info[3]["recipe"]["seed"] == 3 and info[4]["recipe"]["seed"] == 4  # the trainer's data order seed
+    from promptcot_mamba.train.batches import BatchStream
+
+    examples = list(range(50))  # the stream only permutes indices: the order is a function of the seed
+    first = [BatchStream(examples, max_length=8, global_batch=8, seed=seed).global_batch_rows(0)
+             for seed in (3, 4)]
+    assert first[0] != first[1]
+    ph = "phases/01-foundational/hf/model.safetensors"
+    t3 = load_file(tmp_path / "a" / "train" / "mamba2" / "seed3" / ph)
+    t4 = load_file(tmp_path / "a" / "train" / "mamba2" / "seed4" / ph)
+    assert any(not torch.equal(t3[k], t4[k]) for k in t3)
+    assert a["losses"]["Mamba-2 (seed 3)"][0]["loss"] != a["losses"]["Mamba-2 (seed 4)"][0]["loss"]
