@@ -10,10 +10,12 @@ procedural client (demo/client.py) in every LLM role:
     composed seed problems → concepts → concept statistics → combinations → rationale + problem
       → judge → dedup → decontam → teacher solutions → SFT pairs
 
-One deviation, forced by the toy domain: it has only three operation concepts, so the combination
-sampler (which returns *unique* concept sets) finds a handful of combinations; each combination is
-instantiated many times, with a different per-problem seed, to reach the requested number of
-problems ("expand" below). Everything else is the stage code a real run uses.
+One deviation, forced by the toy domain: it has six concepts (three operations and three structures:
+order of operations, the intermediate value as a second operand, a chain of three), so the
+combination sampler (which returns *unique* concept sets of three) finds at most twenty
+combinations; each combination is instantiated many times, with a different per-problem seed, to
+reach the requested number of problems ("expand" below). Everything else is the stage code a real run
+uses.
 
 Held-out problems never reach training: the domain's splits are disjoint by construction, and every
 synthesized problem whose statement equals a held-out one is removed (counted in the summary).
@@ -51,8 +53,12 @@ def synth_config(seed: int, *, n_combos: int) -> dict:
         "concepts": {"num_concepts": 5, "max_tokens": 128, "temperature": 0.0, "parse_retries": 0},
         # hashing embeddings: offline and instant; the combination sampler only needs a geometry
         "embeddings": {"backend": "hashing", "dim": 64},
-        "sampling": {"num_problems": n_combos, "size": 2, "temperature": 0.5,
-                     "levels": ["two-step arithmetic"]},
+        # three of the six concepts (three operations, three structures; demo/client.py) per combination.
+        # The scores are co-occurrence counts (up to the 48 seeds) plus a cosine: at temperature 0.5
+        # every draw took "order of operations" and its top partner (6 distinct sets in 320 tries);
+        # at 20, 16 of 16 asked for (measured on the default preset, 2026-12-01)
+        "sampling": {"num_problems": n_combos, "size": 3, "temperature": 20.0,
+                     "levels": ["multi-step arithmetic"]},
         "problems": {"prompt_style": "instruct", "max_tokens": 256, "temperature": 0.7, "parse_retries": 1},
         "judge": {"keep_policy": "all_perfect", "max_tokens": 256, "temperature": 0.0, "parse_retries": 0},
         # exact or near-exact repeats only: statements differ only in their numbers by design

@@ -8,9 +8,12 @@ foundational concepts are three column algorithms a tiny model can learn on a la
     multiplication  a * b        (one-digit a, two-digit b)    column product with carries
 
 A *foundational* problem exercises one concept on its home range (phase 1, the initialization
-phase). A *composed* problem chains two concepts: the result of the first becomes an operand of the
-second (phase 2, the advanced phase), so intermediate values leave the home range (three digits) —
-the model must generalise the algorithms it learned, which is the curriculum's point.
+phase). A *composed* problem chains two or three concepts: each result becomes an operand of the
+next operation (phase 2, the advanced phase), as its first operand (`(12 + 35) - 9`) or its second
+(`500 - (12 + 35)`; a product's one-digit factor is never the intermediate value, so it is always
+`k * (…)`). Intermediate values leave the home range (three digits), so the model must generalise
+the algorithms it learned, and it must recall the statement's other numbers after its own reasoning
+about the inner steps: the recall across a reasoning trace that issue 15's error analysis measures.
 
 Every worked solution is written in the paper's layout: the reasoning inside `<think> … </think>`,
 then the final answer in `\\boxed{}`. The steps are digit-level so each token depends on a handful
@@ -24,6 +27,7 @@ text (`make_splits`).
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,6 +138,7 @@ class Step:
     a: int
     b: int
     result: int
+    x_second: bool = False  # a later step that takes the previous result as its second operand
 
 
 @dataclass(frozen=True)
@@ -186,9 +191,9 @@ def foundational_problem(rng: random.Random, concept: str) -> Problem:
                    rationale=f"A single application of {c.description.lower()}.")
 
 
-# How the first result feeds the second operation (the composition's "rationale"). Keys are
-# (first concept, second concept). The intermediate value x is placed where the second concept's
-# column algorithm accepts it (the one-digit factor of a product is never x).
+# The operation pairs of two-step problems, as (inner concept, outer concept); three-step problems
+# draw their operations freely. THREE_STEP_SHARE of composed problems have three steps, and an
+# addition or subtraction takes the intermediate value as its second operand half the time.
 _COMPOSITIONS = [
     ("addition", "subtraction"),
     ("addition", "multiplication"),
@@ -198,38 +203,75 @@ _COMPOSITIONS = [
     ("multiplication", "subtraction"),
     ("addition", "addition"),
 ]
+THREE_STEP_SHARE = 0.4
+MAX_VALUE = 999  # every intermediate and final value stays within three digits
 
 
-def composed_problem(rng: random.Random, first: str, second: str) -> Problem:
-    """Two concepts chained: x = a OP1 b, then x OP2 c (or c OP2 x where that keeps it whole)."""
-    c1, c2 = CONCEPTS[first], CONCEPTS[second]
+def render(steps: Sequence[Step]) -> str:
+    """The statement of a chain of steps: the first step innermost, each later one wrapping it."""
+    s0 = steps[0]
+    expr = f"{s0.a} {CONCEPTS[s0.concept].symbol} {s0.b}"
+    for st in steps[1:]:
+        sym = CONCEPTS[st.concept].symbol
+        expr = f"{st.a} {sym} ({expr})" if st.x_second else f"({expr}) {sym} {st.b}"
+    return f"Compute {expr}."
+
+
+def _next_step(rng: random.Random, concept: str, x: int, x_second: bool) -> Step | None:
+    """One more operation on the intermediate value x, or None when no operand keeps the values whole
+    and within MAX_VALUE (the caller draws again)."""
+    c = CONCEPTS[concept]
+    if c.symbol == "*":
+        k = rng.randint(*c.a_range)
+        return Step(concept, k, x, k * x, True) if x >= 1 and k * x <= MAX_VALUE else None
+    if c.symbol == "+":
+        other = rng.randint(*c.b_range)
+        if x + other > MAX_VALUE:
+            return None
+        return Step(concept, other, x, other + x, True) if x_second else Step(concept, x, other, x + other)
+    # subtraction: x - c needs c <= x; c - x needs c >= x (c at most 99 above x)
+    if x_second:
+        other = x + rng.randint(0, min(99, MAX_VALUE - x))
+        return Step(concept, other, x, other - x, True)
+    other = rng.randint(*c.b_range)
+    return Step(concept, x, other, x - other) if other <= x else None
+
+
+def composed_problem(rng: random.Random, concepts: Sequence[str],
+                     x_second: Sequence[bool] | None = None) -> Problem:
+    """A chain of len(concepts) operations (2 or more): x1 = a OP1 b, then x2 = x1 OP2 c or c OP2 x1,
+    and so on. x_second[j] (j >= 1) puts the previous result second in step j (default: first;
+    a product always puts it second)."""
+    if len(concepts) < 2:
+        raise ValueError(f"composed_problem: needs at least two concepts, got {list(concepts)}")
+    second = list(x_second) if x_second is not None else [False] * len(concepts)
+    first = CONCEPTS[concepts[0]]
     for _ in range(1000):
-        a, b = _operands(rng, c1)
-        x = c1.apply(a, b)
-        if c2.symbol == "*":
-            k = rng.randint(*c2.a_range)
-            if x < 1 or k * x > 999:
-                continue
-            steps = (Step(first, a, b, x), Step(second, k, x, k * x))
-            text = f"Compute {k} * ({a} {c1.symbol} {b})."
-        elif c2.symbol == "-":
-            c = rng.randint(*c2.b_range)
-            if c > x:
-                continue
-            steps = (Step(first, a, b, x), Step(second, x, c, x - c))
-            text = f"Compute ({a} {c1.symbol} {b}) - {c}."
-        else:
-            c = rng.randint(*c2.b_range)
-            if x + c > 999:
-                continue
-            steps = (Step(first, a, b, x), Step(second, x, c, x + c))
-            text = f"Compute ({a} {c1.symbol} {b}) + {c}."
-        rationale = (f"The result of {c1.description.lower()} becomes an operand of "
-                     f"{c2.description.lower()}, so the solver must carry an intermediate value "
-                     f"outside the two-digit range into a second column algorithm.")
-        return Problem(problem=text, answer=steps[-1].result, concepts=(first, second), steps=steps,
-                       kind="composed", rationale=rationale)
-    raise RuntimeError(f"composed_problem: could not draw operands for {first} then {second}")
+        a, b = _operands(rng, first)
+        steps = [Step(concepts[0], a, b, first.apply(a, b))]
+        for j, name in enumerate(concepts[1:], 1):
+            st = _next_step(rng, name, steps[-1].result, second[j])
+            if st is None:
+                break
+            steps.append(st)
+        if len(steps) < len(concepts):
+            continue
+        descs = [CONCEPTS[n].description.lower() for n in concepts]
+        rationale = (f"The result of {descs[0]} becomes an operand of {', then of '.join(descs[1:])}, so the "
+                     f"solver must carry each intermediate value, outside the two-digit range, into the next "
+                     f"column algorithm and recall the statement's other numbers after its own working.")
+        return Problem(problem=render(steps), answer=steps[-1].result, concepts=tuple(concepts),
+                       steps=tuple(steps), kind="composed", rationale=rationale)
+    raise RuntimeError(f"composed_problem: could not draw operands for {list(concepts)}")
+
+
+def random_composition(rng: random.Random) -> tuple[list[str], list[bool]]:
+    """The operations and operand positions of a random composed problem (held-out and seed sets)."""
+    if rng.random() < THREE_STEP_SHARE:
+        names = [rng.choice(sorted(CONCEPTS)) for _ in range(3)]
+    else:
+        names = list(rng.choice(_COMPOSITIONS))
+    return names, [False] + [rng.random() < 0.5 for _ in names[1:]]
 
 
 # Training draws multiplication twice as often: its single-digit product facts are memorised, not
@@ -245,8 +287,8 @@ def sample_problem(rng: random.Random, kind: str, weights: dict[str, int] | None
             names = [n for n in names for _ in range(weights.get(n, 1))]
         return foundational_problem(rng, rng.choice(names))
     if kind == "composed":
-        first, second = rng.choice(_COMPOSITIONS)
-        return composed_problem(rng, first, second)
+        names, x_second = random_composition(rng)
+        return composed_problem(rng, names, x_second)
     raise ValueError(f"unknown problem kind {kind!r}; expected 'foundational' or 'composed'")
 
 
@@ -300,32 +342,50 @@ def parse_problem(text: str) -> Problem:
     """Recover the Problem (and so its exact answer) from a statement this module wrote.
 
     Used by the procedural client, which answers a stage from the problem text alone, and by tests
-    that check every worked solution reaches the true value.
+    that check every worked solution reaches the true value. A statement outside the domain (not an
+    expression of this module's shape, a negative value, a product whose first factor is not one
+    digit) raises ValueError.
     """
     import re
 
     t = text.strip()
-    m = re.fullmatch(r"Compute (\d+) ([+\-*]) (\d+)\.", t)
+    m = re.fullmatch(r"Compute (.+)\.", t)
+    if not m:
+        raise ValueError(f"parse_problem: not a statement of the demo domain: {text!r}")
+    try:
+        steps = _parse_chain(m[1].strip())
+        for st in steps:
+            column_steps(CONCEPTS[st.concept].symbol, st.a, st.b)  # the column algorithm accepts it
+    except ValueError:
+        raise ValueError(f"parse_problem: not a statement of the demo domain: {text!r}") from None
+    if any(st.result > MAX_VALUE for st in steps[1:]):
+        raise ValueError(f"parse_problem: a value above {MAX_VALUE} in {text!r}")
+    kind = "foundational" if len(steps) == 1 else "composed"
+    return Problem(t, steps[-1].result, tuple(st.concept for st in steps), tuple(steps), kind)
+
+
+def _parse_chain(expr: str) -> list[Step]:
+    """`a OP b`, `(E) OP c` or `c OP (E)` → the steps, innermost first."""
+    import re
+
+    m = re.fullmatch(r"(\d+) ([+\-*]) (\d+)", expr)
     if m:
-        a, op, b = int(m[1]), m[2], int(m[3])
-        name = _concept_of(op)
-        r = CONCEPTS[name].apply(a, b)
-        return Problem(t, r, (name,), (Step(name, a, b, r),), "foundational")
-    m = re.fullmatch(r"Compute (\d) \* \((\d+) ([+\-*]) (\d+)\)\.", t)
+        name = _concept_of(m[2])
+        a, b = int(m[1]), int(m[3])
+        return [Step(name, a, b, CONCEPTS[name].apply(a, b))]
+    m = re.fullmatch(r"\((.+)\) ([+\-*]) (\d+)", expr)
     if m:
-        k, a, op, b = int(m[1]), int(m[2]), m[3], int(m[4])
-        n1 = _concept_of(op)
-        x = CONCEPTS[n1].apply(a, b)
-        return Problem(t, k * x, (n1, "multiplication"),
-                       (Step(n1, a, b, x), Step("multiplication", k, x, k * x)), "composed")
-    m = re.fullmatch(r"Compute \((\d+) ([+\-*]) (\d+)\) ([+\-]) (\d+)\.", t)
+        inner = _parse_chain(m[1])
+        name, x, c = _concept_of(m[2]), inner[-1].result, int(m[3])
+        if CONCEPTS[name].symbol == "*":
+            raise ValueError("a product takes the intermediate value second")
+        return inner + [Step(name, x, c, CONCEPTS[name].apply(x, c))]
+    m = re.fullmatch(r"(\d+) ([+\-*]) \((.+)\)", expr)
     if m:
-        a, op, b, op2, c = int(m[1]), m[2], int(m[3]), m[4], int(m[5])
-        n1, n2 = _concept_of(op), _concept_of(op2)
-        x = CONCEPTS[n1].apply(a, b)
-        y = CONCEPTS[n2].apply(x, c)
-        return Problem(t, y, (n1, n2), (Step(n1, a, b, x), Step(n2, x, c, y)), "composed")
-    raise ValueError(f"parse_problem: not a statement of the demo domain: {text!r}")
+        inner = _parse_chain(m[3])
+        name, c, x = _concept_of(m[2]), int(m[1]), inner[-1].result
+        return inner + [Step(name, c, x, CONCEPTS[name].apply(c, x), True)]
+    raise ValueError(f"not an expression of the demo domain: {expr!r}")
 
 
 def _concept_of(symbol: str) -> str:

@@ -69,7 +69,36 @@ def test_generation_is_deterministic_and_splits_are_disjoint():
     assert not held & train
     assert len(held) == 100  # distinct within the held-out sets too
     assert all(p.kind == "foundational" and len(p.concepts) == 1 for p in a.test_foundational)
-    assert all(p.kind == "composed" and len(p.steps) == 2 for p in a.test_composed)
+    assert all(p.kind == "composed" and len(p.steps) in (2, 3) for p in a.test_composed)
+
+
+def test_composed_problems_have_two_and_three_steps_and_both_operand_positions():
+    ps = sample_problems(5, "composed", 400)
+    steps = [len(p.steps) for p in ps]
+    assert 0.25 < steps.count(3) / len(ps) < 0.55 and steps.count(2) + steps.count(3) == len(ps)
+    later = [st for p in ps for st in p.steps[1:] if CONCEPTS[st.concept].symbol in "+-"]
+    share_second = sum(st.x_second for st in later) / len(later)
+    assert 0.35 < share_second < 0.65  # "different operand positions"
+    for p in ps:
+        for prev, st in zip(p.steps, p.steps[1:]):
+            # the previous result is the operand on the side the statement puts it
+            assert (st.b if st.x_second else st.a) == prev.result
+            assert 0 <= st.result <= 999
+        q = parse_problem(p.problem)  # the statement alone gives back every step
+        assert (q.steps, q.answer, q.concepts) == (p.steps, p.answer, p.concepts)
+
+
+def test_statements_render_and_parse_both_positions():
+    p = parse_problem("Compute 500 - (3 * (41 + 9)).")
+    assert [(s.a, s.b, s.result, s.x_second) for s in p.steps] == [(41, 9, 50, False), (3, 50, 150, True),
+                                                                   (500, 150, 350, True)]
+    assert p.answer == 350 and p.kind == "composed"
+    q = parse_problem("Compute ((12 + 35) - 9) + 4.")
+    assert q.answer == 42 and not any(s.x_second for s in q.steps)
+    assert "step 3 38+4" in q.reasoning() and "step 2 47-9" in q.reasoning()
+    for bad in ("Compute (12 + 35) * 3.", "Compute 5 - (12 + 35).", "Compute 12 + 35 + 4."):
+        with pytest.raises(ValueError, match="not a statement of the demo domain"):
+            parse_problem(bad)
 
 
 def test_foundational_operands_stay_in_their_home_range():
@@ -79,7 +108,7 @@ def test_foundational_operands_stay_in_their_home_range():
             s = foundational_problem(rng, name).steps[0]
             lo, hi = c.a_range
             assert lo <= s.a <= hi or (c.symbol == "-" and c.b_range[0] <= s.a <= c.a_range[1])
-    p = composed_problem(random.Random(2), "addition", "multiplication")
+    p = composed_problem(random.Random(2), ["addition", "multiplication"])
     assert p.steps[1].a <= 9 and p.steps[1].b == p.steps[0].result
 
 
@@ -92,7 +121,14 @@ def test_parse_problem_rejects_other_text():
 
 
 def test_procedural_client_answers_parse_with_the_synth_parsers():
-    from promptcot_mamba.demo.client import ORDER_CONCEPT, ProceduralClient, concept_names
+    from promptcot_mamba.demo.client import (
+        ORDER_CONCEPT,
+        SECOND_OPERAND_CONCEPT,
+        THREE_STEP_CONCEPT,
+        ProceduralClient,
+        concept_names,
+        structure_concepts,
+    )
     from promptcot_mamba.llm.base import GenerationRequest
     from promptcot_mamba.synth import prompts as P
     from promptcot_mamba.synth.solutions import check_sample
@@ -108,6 +144,12 @@ def test_procedural_client_answers_parse_with_the_synth_parsers():
     assert parse_problem(problem).kind == "composed" and "L" in rationale
     again = P.parse_rationale_problem(client.generate([req])[0][0].text)[1]
     assert again == problem  # a pure function of (inputs, seed)
+    # the structures asked for are honoured: three steps, the intermediate value second
+    for i in range(20):
+        meta = {"stage": "problems", "concepts": [THREE_STEP_CONCEPT, SECOND_OPERAND_CONCEPT, ORDER_CONCEPT]}
+        text = client.generate([GenerationRequest(prompt="x", seed=i, metadata=meta)])[0][0].text
+        made = parse_problem(P.parse_rationale_problem(text)[1])
+        assert len(made.steps) == 3 and set(structure_concepts(made)) == set(meta["concepts"])
 
     meta = {"stage": "judge", "concepts": concepts, "rationale": rationale, "problem": problem}
     assert P.parse_judgement(client.generate([GenerationRequest(prompt="x", metadata=meta)])[0][0].text)[

@@ -129,3 +129,15 @@ def test_error_counts_keep_one_example_per_class():
     assert counts[errors.NO_ANSWER] == 2 and counts[errors.STEP1] == 1 and sum(counts.values()) == 3
     assert set(examples) == {errors.NO_ANSWER, errors.STEP1}
     assert examples[errors.STEP1]["problem"] == COMPOSED
+
+
+def test_classifier_on_a_three_step_problem_with_the_value_second():
+    # 500 - (3 * (41 + 9)): step 1 41+9=50, step 2 3*50=150, step 3 500-150=350
+    p = parse_problem("Compute 500 - (3 * (41 + 9)).")
+    assert errors.classify(p, p.solution().replace("{350}", "{360}")).kind == errors.OTHER
+    # step 3 with the operands swapped (the recalled number put in the wrong place) is an operand error
+    swapped = p.solution().replace("step 3 500-150", "step 3 150-500")
+    e = errors.classify(p, swapped)
+    assert e.kind == errors.OPERAND and "step 3: expected 500-150" in e.detail
+    wrong2 = p.solution().replace("3*50=150", "3*50=160")
+    assert errors.classify(p, wrong2).kind == errors.ARITHMETIC
