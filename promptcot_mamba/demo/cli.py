@@ -22,6 +22,9 @@ def register(subparsers) -> None:
                    help="seed of the run: its data, and the first training seed (default: the preset's)")
     p.add_argument("--seeds", type=int, default=None,
                    help="training seeds per architecture, seed, seed+1, ... (default: the preset's run.seeds)")
+    p.add_argument("--sweep", default=None, metavar="FILE",
+                   help="instead of the run: train the variants of a sweep file and score them on a validation "
+                        "split carved from the training data (demo/sweep.py); writes DIR/sweep.md")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
 
@@ -45,6 +48,19 @@ def _run(args: argparse.Namespace) -> int:
     if args.seeds is not None and args.seeds < 1:
         print("pcm demo: --seeds must be >= 1", file=sys.stderr)
         return 2
+    if args.sweep:
+        from promptcot_mamba.demo.sweep import run_sweep
+
+        try:
+            res = run_sweep(args.sweep, Path(args.out) if args.out else Path("runs") / "demo-sweep",
+                            progress=not args.no_progress)
+        except (SettingsError, DemoError) as err:
+            print(f"pcm demo: {err}", file=sys.stderr)
+            return 2
+        from promptcot_mamba.demo.sweep import sweep_table
+
+        print(sweep_table(res))
+        return 0
     try:
         results = run_demo(preset, out, seed=args.seed, seeds=args.seeds, progress=not args.no_progress)
     except (SettingsError, DemoError) as err:

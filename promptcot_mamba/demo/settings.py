@@ -116,7 +116,12 @@ class DemoSettings(ConfigModel):
         run sets the tokenizer it trains, so a stand-in takes its place here."""
         from promptcot_mamba.train.recipe import Recipe
 
-        Recipe.from_dict({"tokenizer": "builtin:bytes", **copy.deepcopy(self.recipe)}, source=f"{self.source}: recipe")
+        recipe = Recipe.from_dict({"tokenizer": "builtin:bytes", **copy.deepcopy(self.recipe)},
+                                  source=f"{self.source}: recipe")
+        if recipe.model.kind == "mamba2" and isinstance(recipe.model.config, dict):  # its shapes too (heads × head_dim = expand × hidden, …)
+            from promptcot_mamba.model.config import Mamba2Config
+
+            Mamba2Config.from_dict({"vocab_size": 512, **recipe.model.config}, source=f"{self.source}: recipe.model.config")
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], *, source: str = "<dict>") -> DemoSettings:

@@ -281,7 +281,7 @@ eval: {samples: 2, max_new_tokens: 8}
 efficiency: {lengths: [32, 8, 32]}
 baseline: {architecture: LlamaForCausalLM, config: {hidden_size: 32}}
 recipe:
-  model: {kind: mamba2, config: {hidden_size: 32}}
+  model: {kind: mamba2, config: {hidden_size: 32, num_heads: 2, head_dim: 32, n_groups: 1}}
   phases: [{name: only, datasets: [{kind: jsonl, path: sft.jsonl, schema: sft}], max_length: 64, steps: 2}]
 """
 
@@ -405,3 +405,12 @@ def test_run_folder_is_refused_unless_empty_or_a_previous_demo(tmp_path):
     _fresh_run_folder(run)
     assert not (run / "train").exists() and not (run / "results.json").exists()
     assert (run / "keep.txt").exists() and (run / ".pcm-demo").exists()
+
+
+def test_a_preset_with_inconsistent_mamba_shapes_is_refused_at_load(tmp_path):
+    from promptcot_mamba.demo.settings import DemoSettings, SettingsError
+
+    raw = DemoSettings.load("quick").model_dump(mode="json")
+    raw["recipe"]["model"]["config"]["hidden_size"] = 80  # 4 heads × 32 ≠ 2 × 80
+    with pytest.raises(SettingsError, match=r"x\.yaml: recipe\.model\.config.*num_heads \* head_dim"):
+        DemoSettings.from_dict(raw, source="x.yaml")

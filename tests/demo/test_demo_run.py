@@ -35,15 +35,16 @@ def test_pcm_demo_quick_writes_report_and_plots(tmp_path, capsys):
     seeds = res["config"]["training_seeds"]
     assert len(seeds) == res["protocol"]["seeds"] >= 2 and f"training seeds {', '.join(map(str, seeds))}" in report
     for r in res["accuracy"]:
-        assert r["seeds"] == seeds
+        n = len(r["seeds"])
+        assert r["seeds"] == (seeds[:1] if r["training"] == "untrained" else seeds)  # the reference: one seed
         for s in ("foundational", "composed"):
             assert isinstance(r[s], float) and 0.0 <= r[s] <= 1.0
             d, iv = r[f"{s}_detail"], r[f"{s}_interval"]
-            assert d["n_samples"] == d["n_problems"] * res["protocol"]["samples_per_problem"] * len(seeds)
+            assert d["n_samples"] == d["n_problems"] * res["protocol"]["samples_per_problem"] * n
             # the interval: around the mean of the per-seed means, one per seed
-            assert len(iv["seeds"]) == len(seeds) and iv["lo"] <= r[s] <= iv["hi"]
-            assert r[s] == pytest.approx(sum(iv["seeds"]) / len(seeds))
-            assert len(r[f"{s}_per_problem"]) == len(seeds)
+            assert len(iv["seeds"]) == n and iv["lo"] <= r[s] <= iv["hi"]
+            assert r[s] == pytest.approx(sum(iv["seeds"]) / n)
+            assert len(r[f"{s}_per_problem"]) == n
         assert r["params"] > 0
     # the significance lines: phase 2 vs phase 1 per architecture and Mamba-2 vs Llama, on both sets
     comps = {(c["comparison"], c["set"]) for c in res["comparisons"]}
@@ -158,3 +159,35 @@ def test_same_seeds_same_tables_and_seeds_differ(tmp_path):
     t4 = load_file(tmp_path / "a" / "train" / "mamba2" / "seed4" / ph)
     assert any(not torch.equal(t3[k], t4[k]) for k in t3)
     assert a["losses"]["Mamba-2 (seed 3)"][0]["loss"] != a["losses"]["Mamba-2 (seed 4)"][0]["loss"]
+
+
+@pytest.mark.slow
+def test_sweep_scores_variants_on_a_validation_split_never_the_test_sets(tmp_path):
+    import yaml
+
+    from promptcot_mamba.demo.sweep import run_sweep
+
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(yaml.safe_dump(_tiny_settings().model_dump(mode="json")))
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "preset": str(preset), "seed": 1, "validation": {"foundational": 5, "composed": 5}, "archs": ["Mamba-2"],
+        "variants": [{"name": "base"}, {"name": "state8", "set": {"recipe.model.config.state_size": 8}}]}))
+    res = run_sweep(sweep, tmp_path / "out", progress=False)
+    assert [r["variant"] for r in res["rows"]] == ["base", "state8"]
+    for r in res["rows"]:
+        assert set(r["final_loss"]) == {"foundational", "composed"} and r["cpu_s_per_step"] > 0
+        assert 0 <= r["phase 1 + phase 2: composed"] <= 1
+    data = tmp_path / "out" / "data0" / "data"
+    assert not (tmp_path / "out" / "data1").exists()  # one data set: the variants share their data settings
+    val = {json.loads(line)["prompt"] for f in ("val_foundational.jsonl", "val_composed.jsonl")
+           for line in (data / f).read_text().splitlines()}
+    train = {json.loads(line)["prompt"] for f in ("sft_foundational.jsonl", "sft_composed.jsonl", "sft_replay.jsonl")
+             for line in (data / f).read_text().splitlines()}
+    assert len(val) == 10 and not val & train
+    tests = {json.loads(line)["problem"] for f in ("test_foundational.jsonl", "test_composed.jsonl")
+             for line in (data / f).read_text().splitlines()}
+    scored = {json.loads(line)["problem"] for f in (tmp_path / "out" / "variants").rglob("eval/*.jsonl")
+              for line in f.read_text().splitlines()}
+    assert scored and not scored & tests  # the held-out test sets are never evaluated by a sweep
+    assert "| state8 |" in (tmp_path / "out" / "sweep.md").read_text()
