@@ -168,6 +168,18 @@ def ssd_chunked(x, dt, A, B, C, D=None, initial_state=None, doc=None, chunk_size
     Cost O(T·Q·H·P + T·H·P·N); the Python loop runs over T/Q chunks only.
     """
     b, T, H, P = x.shape
+    # Training without documents or a carried state, when N <= P: one autograd Function with a
+    # written-out backward (ssd/chunked_grad.py; 16 vs 22 ms forward + backward at the demo's shape
+    # and T = 128, 26 vs 40 at T = 224, 1 thread). It expands B and C over the R heads of a group,
+    # (…, Q, N) per head, which costs more than it saves when N > P: at the 130M shape (N 128, P 64,
+    # T 2048, Q 128) its backward took 322 vs 257 ms, so that shape keeps the general path. Under
+    # autocast the general path keeps the fp32 handling below.
+    if (T and doc is None and initial_state is None and (D is None or D.dim() == 1) and B.shape[-1] <= P
+            and torch.is_grad_enabled() and any(t.requires_grad for t in (x, dt, A, B, C) if t is not None)
+            and not torch.is_autocast_enabled(x.device.type)):
+        from promptcot_mamba.ssd.chunked_grad import ssd_chunked_autograd
+
+        return ssd_chunked_autograd(x, dt, A, B, C, D, chunk_size)
     G, N = B.shape[-2:]
     R = H // G
     Q = max(1, min(chunk_size, T)) if T else 1

@@ -71,6 +71,59 @@ def test_chunked_gradients_match_quadratic(Q):
         assert rel_err(gc, gq) <= rtol(torch.float32, 3 * 37 * 6 * 4 * 8)  # b·T·H·P·N
 
 
+@pytest.mark.parametrize("b, T, G, R, P, N, Q, with_D", [
+    (2, 37, 1, 4, 8, 16, 8, True),  # padded last chunk
+    (2, 64, 2, 2, 8, 4, 16, False),  # groups, whole chunks, no skip
+    (3, 5, 1, 2, 4, 4, 16, True),  # shorter than a chunk
+    (2, 130, 2, 3, 7, 5, 32, True),  # the demo's Q, odd P and N
+])
+def test_training_scan_matches_quadratic_values_and_gradients(b, T, G, R, P, N, Q, with_D):
+    """ssd/chunked_grad.py (what `ssd_chunked` runs under autograd without documents or h0, N <= P;
+    any N here)
+    against Eq. 2's autograd: outputs, final state, and the gradients of all six inputs with a
+    loss on both outputs. fp32 throughout; the tolerance is rtol's for the longest sum of a
+    gradient (b·T·H·P·N terms: g_A sums over every token, head channel and state channel)."""
+    x, dt, A, B, C, D, _, _ = make_inputs(7, b, T, G * R, P, G, N, with_D=with_D)
+    leaves = [t for t in (x, dt, A, B, C, D) if t is not None]
+
+    from promptcot_mamba.ssd.chunked_grad import ssd_chunked_autograd
+
+    def run(fast):
+        xs = [t.detach().clone().requires_grad_(True) for t in leaves]
+        args = xs + ([None] if not with_D else [])
+        y, s = ssd_chunked_autograd(*args, Q) if fast else ssd(*args, backend="quadratic")
+        w = torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
+        ((y * w).sum() + (s ** 2).sum() * 1e-2).backward()
+        return y.detach(), s.detach(), [t.grad for t in xs]
+
+    y_q, s_q, g_q = run(False)
+    y_c, s_c, g_c = run(True)
+    tol = rtol(torch.float32, b * T * G * R * P * N)
+    assert rel_err(y_c, y_q) <= RTOL[torch.float32]
+    assert rel_err(s_c, s_q) <= RTOL[torch.float32]
+    for gq, gc in zip(g_q, g_c):
+        assert rel_err(gc, gq) <= tol
+
+
+def test_training_scan_is_the_path_autograd_takes(monkeypatch):
+    """The fast path is chosen by the inputs, not a flag: with autograd and no documents or h0."""
+    from promptcot_mamba.ssd import chunked_grad
+
+    calls = []
+    real = chunked_grad.ssd_chunked_autograd
+    monkeypatch.setattr(chunked_grad, "ssd_chunked_autograd", lambda *a: calls.append(1) or real(*a))
+    x, dt, A, B, C, D, h0, seq = make_inputs(1, 1, 20, 2, 4, 1, 4, with_h0=True, n_docs=1)  # N <= P
+    ssd(x.requires_grad_(), dt, A, B, C, D, backend="torch", chunk_size=8)
+    assert calls == [1]
+    ssd(x, dt, A, B, C, D, seq_idx=seq, backend="torch", chunk_size=8)  # documents: the general path
+    ssd(x, dt, A, B, C, D, initial_state=h0, backend="torch", chunk_size=8)  # a carried state: same
+    with torch.no_grad():
+        ssd(x, dt, A, B, C, D, backend="torch", chunk_size=8)  # inference: the in-place path
+    x2, dt2, A2, B2, C2, D2, _, _ = make_inputs(1, 1, 20, 2, 4, 1, 8)
+    ssd(x2.requires_grad_(), dt2, A2, B2, C2, D2, backend="torch", chunk_size=8)  # N > P: the general path
+    assert calls == [1]
+
+
 def test_document_reset_mid_chunk_equals_separate_documents():
     x, dt, A, B, C, D, _, _ = make_inputs(5, 1, 40, 4, 4, 2, 8)
     seq = torch.zeros(1, 40, dtype=torch.long)

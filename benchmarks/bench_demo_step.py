@@ -1,0 +1,217 @@
+"""Issue 15, item 2: CPU-seconds per training step of the demo's Mamba-2 against its same-size Llama.
+
+    python benchmarks/bench_demo_step.py [--rounds 7] [--steps 3] [--label after]
+                                         [--out benchmarks/results/demo-step-cpu.json]
+    python benchmarks/bench_demo_step.py --profile [--length 224]   # op table of one Mamba-2 step
+
+Both models are built as `pcm demo` builds them: the default preset's Mamba-2 recipe through
+train/models.py `build_model`, the Llama from demo/pipeline.py `matched_baseline` (its MLP width
+chosen so the parameter counts match), each wrapped in the trainer's `SFTObjective` (Mamba-2 runs
+its LM head at labelled positions only, the Llama on every position, exactly as in training) and
+stepped as the trainer steps: loss → backward → clip_grad_norm_ → fused AdamW → zero_grad.
+
+The batches are random tokens at the demo's shapes: 32 rows padded to 128 (phase 1) or 224 (phase
+2) positions, row lengths uniform in [0.6·T, T] (one row at T), the first ~40% of each row prompt
+(unlabelled), the rest labelled; the demo's rows are 100-220 tokens of which the worked solution
+is the larger part. One torch thread, as the demo runs each model in its own single-thread process.
+
+The cost is CPU-seconds (`time.process_time`) per step, which a second process on the same cores
+inflates less than wall time; wall is recorded too. Rounds interleave the two models (one round =
+`--steps` steps of Mamba-2 then of the Llama, at each length), so both see the same machine; the
+ratio is taken per round, and the median and the min over rounds are reported. Two warm-up steps
+per model and length are excluded. `--label` files the run under that key of the JSON, keeping the
+other keys (e.g. "before" and "after" a change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+LENGTHS = (128, 224)  # phase 1 and phase 2 max_length of the default preset
+VOCAB = 384  # data.tokenizer_vocab of the default preset (round_vocab keeps 384)
+
+
+class _Vocab:
+    """The few tokenizer fields `build_model` reads (a BPE of the preset's vocabulary size)."""
+
+    vocab_size = VOCAB
+    eos_token_id = 2
+    pad_token = "<pad>"
+    bos_token = None
+
+    def token_to_id(self, token: str) -> int:
+        return 0
+
+
+def demo_models(preset: str = "default"):
+    """(Mamba-2 objective, Llama objective, settings) built as demo/pipeline.py builds them."""
+    from promptcot_mamba.demo.pipeline import matched_baseline
+    from promptcot_mamba.demo.settings import DemoSettings
+    from promptcot_mamba.model.config import Mamba2Config
+    from promptcot_mamba.train.models import SFTObjective, build_model, round_vocab
+    from promptcot_mamba.train.recipe import Recipe
+
+    settings = DemoSettings.load(preset)
+    vocab = round_vocab(VOCAB)
+    mamba_params = Mamba2Config.from_dict({"vocab_size": vocab, **settings.recipe["model"]["config"]}).num_parameters()
+    recipe = Recipe.from_dict({"tokenizer": "builtin:bytes", **settings.recipe})
+    llama_recipe = Recipe.from_dict({"tokenizer": "builtin:bytes", **settings.recipe,
+                                     "model": matched_baseline(settings, mamba_params, vocab)})
+    torch.manual_seed(0)
+    mamba = SFTObjective(build_model(recipe.model, _Vocab()))
+    llama = SFTObjective(build_model(llama_recipe.model, _Vocab()))
+    return mamba, llama, recipe
+
+
+def demo_batch(T: int, b: int = 32, seed: int = 0):
+    """(input_ids, labels, seq_idx=None, label_index) of one padded micro-batch, as `collate` makes."""
+    from promptcot_mamba.train.batches import IGNORE
+
+    g = torch.Generator().manual_seed(seed + T)
+    ids = torch.zeros(b, T, dtype=torch.long)
+    labels = torch.full((b, T), IGNORE, dtype=torch.long)
+    lengths = torch.randint(int(0.6 * T), T + 1, (b,), generator=g)
+    lengths[0] = T
+    for r, n in enumerate(lengths.tolist()):
+        ids[r, :n] = torch.randint(3, VOCAB, (n,), generator=g)
+        labels[r, int(0.4 * n):n - 1] = ids[r, int(0.4 * n) + 1:n]
+    label_index = torch.nonzero(labels.reshape(-1) != IGNORE).squeeze(1)
+    return ids, labels, None, label_index
+
+
+class Stepper:
+    """One model's training step exactly as train/trainer.py runs it (one micro-batch per step)."""
+
+    def __init__(self, objective: torch.nn.Module, recipe):
+        from promptcot_mamba.train.optim import build_optimizer, no_decay_names
+
+        self.model = objective.train()
+        self.spec = recipe.phases[0].optimizer
+        self.opt = build_optimizer(objective, self.spec, no_decay_names(objective), fused=True)
+
+    def step(self, batch) -> float:
+        from promptcot_mamba.train.parallel import grad_norm_and_clip
+
+        loss = self.model(*batch)
+        n_loss = batch[3].numel()
+        (loss / n_loss).backward()
+        grad_norm_and_clip(self.model, self.spec.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return float(loss.detach()) / n_loss
+
+    def timed(self, batch, steps: int) -> tuple[list[float], list[float]]:
+        cpu, wall = [], []
+        for _ in range(steps):
+            c0, w0 = time.process_time(), time.perf_counter()
+            self.step(batch)
+            cpu.append(time.process_time() - c0)
+            wall.append(time.perf_counter() - w0)
+        return cpu, wall
+
+
+def profile(stepper: Stepper, batch, rows: int = 30) -> None:
+    from torch.profiler import ProfilerActivity, profile as prof
+
+    for _ in range(2):
+        stepper.step(batch)
+    with prof(activities=[ProfilerActivity.CPU], record_shapes=False) as p:
+        stepper.step(batch)
+    print(p.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
+def _summary(xs: list[float]) -> dict:
+    return {"median": statistics.median(xs), "min": min(xs), "all": xs}
+
+
+def run(rounds: int, steps: int, lengths) -> dict:
+    mamba, llama, recipe = demo_models()
+    steppers = {"mamba2": Stepper(mamba, recipe), "llama": Stepper(llama, recipe)}
+    batches = {T: demo_batch(T) for T in lengths}
+    for T in lengths:  # warm-up: first calls allocate and pick kernels
+        for s in steppers.values():
+            s.timed(batches[T], 2)
+    cpu = {(m, T): [] for m in steppers for T in lengths}
+    wall = {(m, T): [] for m in steppers for T in lengths}
+    ratio = {T: [] for T in lengths}
+    for r in range(rounds):
+        for T in lengths:
+            med = {}
+            for name, s in steppers.items():
+                c, w = s.timed(batches[T], steps)
+                cpu[name, T] += c
+                wall[name, T] += w
+                med[name] = statistics.median(c)
+            ratio[T].append(med["mamba2"] / med["llama"])
+            print(f"round {r + 1}/{rounds} T={T}: mamba2 {med['mamba2'] * 1e3:.0f} ms  llama "
+                  f"{med['llama'] * 1e3:.0f} ms CPU/step  ratio {ratio[T][-1]:.2f}", flush=True)
+    out = {}
+    for T in lengths:
+        out[str(T)] = {
+            "batch": list(batches[T][0].shape), "labelled_positions": int(batches[T][3].numel()),
+            "cpu_s_per_step": {m: _summary(cpu[m, T]) for m in steppers},
+            "wall_s_per_step": {m: _summary(wall[m, T]) for m in steppers},
+            "ratio_mamba2_over_llama_cpu": _summary(ratio[T]),
+        }
+    out["params"] = {m: sum(p.numel() for p in {id(p): p for p in s.model.parameters()}.values())
+                     for m, s in steppers.items()}
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--steps", type=int, default=3, help="steps per model per round")
+    ap.add_argument("--lengths", default=",".join(map(str, LENGTHS)))
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the demo runs 1 per process)")
+    ap.add_argument("--label", default="current", help="key of this run in the JSON (other keys are kept)")
+    ap.add_argument("--note", default="", help="what this run measures (the code state), stored with it")
+    ap.add_argument("--profile", action="store_true", help="print an op table of one Mamba-2 step and exit")
+    ap.add_argument("--profile-llama", action="store_true", help="the same for the Llama")
+    ap.add_argument("--length", type=int, default=224, help="T of the profiled step")
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "demo-step-cpu.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.profile or args.profile_llama:
+        mamba, llama, recipe = demo_models()
+        profile(Stepper(llama if args.profile_llama else mamba, recipe), demo_batch(args.length))
+        return 0
+    lengths = [int(t) for t in args.lengths.split(",")]
+    load0 = os.getloadavg()
+    result = run(args.rounds, args.steps, lengths)
+    result.update({"date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "note": args.note,
+                   "rounds": args.rounds, "steps_per_round": args.steps, "loadavg_at_start": load0,
+                   "loadavg_at_end": os.getloadavg()})
+    for T in lengths:
+        r = result[str(T)]
+        print(f"T={T}: CPU s/step median mamba2 {r['cpu_s_per_step']['mamba2']['median']:.3f} llama "
+              f"{r['cpu_s_per_step']['llama']['median']:.3f}; ratio median "
+              f"{r['ratio_mamba2_over_llama_cpu']['median']:.2f} min {r['ratio_mamba2_over_llama_cpu']['min']:.2f}")
+    path = Path(args.out)
+    doc = json.loads(path.read_text()) if path.exists() else {}
+    doc.update({"benchmark": "demo-step-cpu",
+                "machine": {"nproc": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                            "platform": platform.platform()},
+                "description": __doc__.split("\n\n")[2].replace("\n", " ")})
+    doc.setdefault("runs", {})[args.label] = result
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1))
+    print(f"wrote {path} (runs: {', '.join(doc['runs'])})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
