@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from promptcot_mamba import InferenceState, Mamba2Config, Mamba2LM, named_config
-from promptcot_mamba.common.tolerances import SSD_TERMS, assert_close
+from promptcot_mamba.common.tolerances import SSD_TERMS, assert_close, rel_err, rtol
 from promptcot_mamba.model.norm import GatedRMSNorm
 
 transformers = pytest.importorskip("transformers")
@@ -120,6 +120,41 @@ def test_grouped_gated_norm_against_independent_reference():
     v = y * F.silu(z)
     whole = v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + 1e-5) * norm.weight
     assert not torch.allclose(out, whole, atol=1e-3)
+
+
+@pytest.mark.parametrize("G", [1, 3])
+def test_norms_training_backward_matches_autograd_of_the_formula(G):
+    """RMSNorm and GatedRMSNorm under autograd run model/norm.py's `_RMSNormFn` (a written-out
+    backward); values and gradients against autograd of the formula, fp32. The longest sum is a
+    weight gradient over b·T rows (2·7 = 14 terms) or a group's S channels; rtol takes the larger."""
+    from promptcot_mamba.model.norm import RMSNorm
+
+    torch.manual_seed(5)
+    d = 24
+    gated, plain = GatedRMSNorm(d, G, eps=1e-5), RMSNorm(d, eps=1e-5)
+    with torch.no_grad():
+        gated.weight.uniform_(0.5, 2.0)
+        plain.weight.uniform_(0.5, 2.0)
+    y, z, w_out = torch.randn(2, 7, d), torch.randn(2, 7, d), torch.randn(2, 7, d)
+
+    def formula(y, z, weight, groups):
+        v = (y * F.silu(z) if z is not None else y).view(2, 7, groups, d // groups)
+        return (v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + 1e-5)).view(2, 7, d) * weight
+
+    for module, zz, groups in ((gated, z, G), (plain, None, 1)):
+        leaves = [y.clone().requires_grad_(), zz.clone().requires_grad_() if zz is not None else None]
+        out = module(*[t for t in leaves if t is not None])
+        (out * w_out).sum().backward()
+        ref_leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in leaves]
+        weight = module.weight.detach().clone().requires_grad_()
+        ref = formula(ref_leaves[0], ref_leaves[1], weight, groups)
+        (ref * w_out).sum().backward()
+        tol = rtol(torch.float32, max(14, d))
+        assert rel_err(out.detach(), ref.detach()) <= tol
+        assert rel_err(module.weight.grad, weight.grad) <= tol
+        for a, b in zip(leaves, ref_leaves):
+            if a is not None:
+                assert rel_err(a.grad, b.grad) <= tol
 
 
 def test_prefill_then_steps_equals_full_forward():
