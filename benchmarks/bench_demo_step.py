@@ -124,7 +124,8 @@ class Stepper:
 
 
 def profile(stepper: Stepper, batch, rows: int = 30) -> None:
-    from torch.profiler import ProfilerActivity, profile as prof
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as prof
 
     for _ in range(2):
         stepper.step(batch)
