@@ -414,3 +414,39 @@ def test_a_preset_with_inconsistent_mamba_shapes_is_refused_at_load(tmp_path):
     raw["recipe"]["model"]["config"]["hidden_size"] = 80  # 4 heads × 32 ≠ 2 × 80
     with pytest.raises(SettingsError, match=r"x\.yaml: recipe\.model\.config.*num_heads \* head_dim"):
         DemoSettings.from_dict(raw, source="x.yaml")
+
+
+def test_worker_allocator_settings_reach_the_workers_and_are_restored(monkeypatch):
+    import os
+
+    from promptcot_mamba.demo import pipeline
+
+    seen = {}
+
+    class Probe:
+        arch, seed, cpu_train, cpu_eval, steps = "Mamba-2", 0, 1.0, 1.0, 1
+
+    class Pool:  # stands in for the process pool: records what a spawned worker would inherit
+        def __init__(self, **kw):
+            seen.update({k: os.environ.get(k) for k in pipeline._WORKER_MALLOC})
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def submit(self, fn, *args):
+            from concurrent.futures import Future
+
+            f = Future()
+            f.set_result(Probe())
+            return f
+
+    monkeypatch.delenv("MALLOC_TOP_PAD_", raising=False)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "12345")  # the user's value wins
+    monkeypatch.setattr("concurrent.futures.ProcessPoolExecutor", Pool)
+    out = pipeline._run_jobs([object(), object()], workers=2, progress=False)
+    assert len(out) == 2
+    assert seen["MALLOC_TOP_PAD_"] == str(1 << 28) and seen["MALLOC_TRIM_THRESHOLD_"] == "12345"
+    assert "MALLOC_TOP_PAD_" not in os.environ and os.environ["MALLOC_TRIM_THRESHOLD_"] == "12345"
