@@ -5,12 +5,17 @@ reasoning is a block per step, headed `step j a OP b`, ending with the line `a O
 foundational one is a single block without the header. A wrong sample is put in the first of these
 classes that fits, reading its steps in order against the true ones:
 
-    no answer    no `\\boxed{}` after `</think>` (a truncated or unfinished completion)
-    step 1       the first step is wrong: operands other than the statement's, or a wrong result
-    operand      step 1 right, then a later step works on a number that is not the one it needs
-                 (the previous step's result or the statement's number): recall across the trace
-    arithmetic   every operand right, but a later step's result is wrong
-    other        every step right (or a step missing) yet the boxed answer is not the last result
+    no answer           no `\\boxed{}` after `</think>` (a truncated or unfinished completion)
+    step 1 operand      the first step works on numbers other than the statement's: recall from
+                        the prompt
+    step 1 arithmetic   the first step's operands are right, its result is not
+    operand             step 1 right, then a later step works on a number that is not the one it
+                        needs (the previous result or the statement's number): recall across the trace
+    arithmetic          every operand right, but a later step's result is wrong
+    other               every step right (or a step missing) yet the boxed answer is not the last result
+
+The issue's "got step 1 wrong" is the first two together; they are apart because they fail for
+different reasons (the sweep's Mamba-2 wrote `27+59` for `Compute 27 + 63.`: recall, not arithmetic).
 
 `classify` takes the problem (its true steps) and the completion text; the report counts each class
 per model, phase and held-out set, with one example each.
@@ -23,10 +28,13 @@ from dataclasses import dataclass
 
 from promptcot_mamba.demo.domain import CONCEPTS, Problem
 
-NO_ANSWER, STEP1, OPERAND, ARITHMETIC, OTHER = "no answer", "step 1", "operand", "arithmetic", "other"
-CLASSES = (STEP1, OPERAND, ARITHMETIC, NO_ANSWER, OTHER)
+NO_ANSWER, OPERAND, ARITHMETIC, OTHER = "no answer", "operand", "arithmetic", "other"
+STEP1_OPERAND, STEP1_ARITHMETIC = "step 1 operand", "step 1 arithmetic"
+STEP1 = (STEP1_OPERAND, STEP1_ARITHMETIC)  # the "got step 1 wrong", split by why
+CLASSES = (STEP1_OPERAND, STEP1_ARITHMETIC, OPERAND, ARITHMETIC, NO_ANSWER, OTHER)
 DESCRIPTIONS = {
-    STEP1: "got step 1 wrong",
+    STEP1_OPERAND: "got step 1 wrong: worked on numbers other than the statement's",
+    STEP1_ARITHMETIC: "got step 1 wrong: right operands, wrong result",
     OPERAND: "step 1 right, then copied a wrong operand into a later step",
     ARITHMETIC: "right operands, wrong arithmetic in a later step",
     NO_ANSWER: "gave no answer (no \\boxed{} after </think>)",
@@ -79,11 +87,13 @@ def classify(problem: Problem, completion: str) -> ErrorClass:
         sym = CONCEPTS[step.concept].symbol
         want = f"{step.a}{sym}{step.b}={step.result}"
         if j >= len(blocks):
-            return ErrorClass(STEP1 if j == 0 else OTHER, f"step {j + 1} missing (expected {want})")
+            return ErrorClass(STEP1_OPERAND if j == 0 else OTHER, f"step {j + 1} missing (expected {want})")
         ops, result = _operands_and_result(blocks[j])
         wrote = (f"{ops[0]}{ops[1]}{ops[2]}" if ops else "?") + f"={'?' if result is None else result}"
-        if j == 0 and (ops != (step.a, sym, step.b) or result != step.result):
-            return ErrorClass(STEP1, f"step 1: expected {want}, wrote {wrote}")
+        if j == 0 and ops != (step.a, sym, step.b):
+            return ErrorClass(STEP1_OPERAND, f"step 1: expected {want}, wrote {wrote}")
+        if j == 0 and result != step.result:
+            return ErrorClass(STEP1_ARITHMETIC, f"step 1: expected {want}, wrote {wrote}")
         if ops != (step.a, sym, step.b):
             return ErrorClass(OPERAND, f"step {j + 1}: expected {step.a}{sym}{step.b}, wrote {wrote.split('=')[0]}")
         if result != step.result:

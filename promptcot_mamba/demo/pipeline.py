@@ -270,6 +270,7 @@ def write_results(out: Path, settings: DemoSettings, *, seed: int, data: DemoDat
            for arch in (MAMBA, TRANSFORMER)}
     results = {
         "config": {"name": settings.name, "seed": seed, "training_seeds": seeds, "preset": settings.source,
+                   "chosen_by": settings.chosen_by,
                    "threads": settings.run.threads, "workers": settings.run.workers, "cpu_count": os.cpu_count(),
                    "baseline_model": next(a.model for a in archs if a.arch == TRANSFORMER)},
         "data": {**data.curriculum.summary, "held-out foundational": sets["foundational"],

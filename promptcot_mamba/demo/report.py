@@ -339,6 +339,9 @@ def render_markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
              "of about the same parameter count trained on the same data. Every number below was measured "
              "in this run.")
     L.append("")
+    if cfg.get("chosen_by"):
+        L.append(f"How this preset's sizes were chosen: {cfg['chosen_by']}")
+        L.append("")
     L.append("## Data (PromptCoT at toy scale)")
     L.append("")
     for key, val in data.items():

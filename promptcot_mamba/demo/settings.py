@@ -85,6 +85,7 @@ class BaselineSettings(ConfigModel):
 class DemoSettings(ConfigModel):
     name: str  # default: the preset file's name
     description: str = ""
+    chosen_by: str = ""  # how the sizes were chosen (a sweep's record under demo/recipes/sweeps/), for the report
     seed: NonNegInt = 0
     data: DataSettings
     eval: EvalSettings

@@ -95,13 +95,17 @@ def test_classifier_step_one_wrong():
     p = parse_problem(COMPOSED)
     wrong_result = p.solution().replace("5*99=495", "5*99=485")
     e = errors.classify(p, wrong_result)
-    assert e.kind == errors.STEP1 and "expected 5*99=495" in e.detail and "485" in e.detail
+    assert e.kind == errors.STEP1_ARITHMETIC and "expected 5*99=495" in e.detail and "485" in e.detail
     wrong_operand = p.solution().replace("step 1 5*99", "step 1 5*98")
-    assert errors.classify(p, wrong_operand).kind == errors.STEP1
-    # a foundational problem has one step: its wrong answers are step-1 errors
+    assert errors.classify(p, wrong_operand).kind == errors.STEP1_OPERAND
+    # a foundational problem has one step: its wrong answers are step-1 errors; the sample below is
+    # what a Mamba-2 of the sweep wrote for `Compute 27 + 63.` (the 6 recalled as 5)
     f = parse_problem("Compute 47 + 38.")
     assert errors.classify(f, f.solution().replace("47+38=85", "47+38=75").replace("{85}", "{75}")).kind \
-        == errors.STEP1
+        == errors.STEP1_ARITHMETIC
+    g = parse_problem("Compute 27 + 63.")
+    seen = "ones 7+3+0=10 carry 1\ntens 2+5+1=8 carry 0\n27+59=87\n</think>\n\nThe answer is \\boxed{87}."
+    assert errors.classify(g, seen).kind == errors.STEP1_OPERAND
 
 
 def test_classifier_copied_wrong_operand_as_in_the_issue():
@@ -126,9 +130,9 @@ def test_error_counts_keep_one_example_per_class():
     p = parse_problem(COMPOSED)
     counts, examples = errors.error_counts([(p, "no think"), (p, "again none"),
                                             (p, p.solution().replace("5*99=495", "5*99=1"))])
-    assert counts[errors.NO_ANSWER] == 2 and counts[errors.STEP1] == 1 and sum(counts.values()) == 3
-    assert set(examples) == {errors.NO_ANSWER, errors.STEP1}
-    assert examples[errors.STEP1]["problem"] == COMPOSED
+    assert counts[errors.NO_ANSWER] == 2 and counts[errors.STEP1_ARITHMETIC] == 1 and sum(counts.values()) == 3
+    assert set(examples) == {errors.NO_ANSWER, errors.STEP1_ARITHMETIC}
+    assert examples[errors.STEP1_ARITHMETIC]["problem"] == COMPOSED
 
 
 def test_classifier_on_a_three_step_problem_with_the_value_second():
