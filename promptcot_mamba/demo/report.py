@@ -99,6 +99,7 @@ def comparison_lines(results: dict[str, Any]) -> list[str]:
     out = []
     for c in results.get("comparisons", []):
         d, lo, hi = (100 * c[k] for k in ("mean", "lo", "hi"))
+        lo, hi = max(lo, -100.0), min(hi, 100.0)  # a difference of two accuracies lies in [-100, 100]
         verdict = "significant" if c["significant"] else "not significant"
         out.append(f"{c['comparison']}, {c['set']}: {d:+.1f} points [95%: {lo:+.1f}, {hi:+.1f}] — {verdict}")
     return out
