@@ -274,6 +274,32 @@ def plot_accuracy(results: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def plot_errors(errors: Sequence[dict], path: Path) -> Path:
+    """Stacked bars: per model, phase and set, the share of the wrong samples in each error class."""
+    from promptcot_mamba.demo.errors import CLASSES
+
+    plt = _plt()
+    rows = [e for e in errors if e["training"] != "untrained" and e["wrong"]]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * max(4, len(rows)) + 1.2))
+    labels = [f"{e['arch']}, {e['training']}, {e['set']} ({e['wrong']} wrong)" for e in rows]
+    left = [0.0] * len(rows)
+    for i, c in enumerate(CLASSES):
+        widths = [100 * e["shares"][c] for e in rows]
+        ax.barh(range(len(rows)), widths, left=left, label=c, color=f"C{i}")
+        left = [a + b for a, b in zip(left, widths)]
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("share of the wrong samples (%)")
+    ax.set_title("Why the wrong samples are wrong (every seed)")
+    ax.legend(fontsize=7, ncol=3, loc="lower center", bbox_to_anchor=(0.5, 1.06))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_efficiency(points: Sequence[dict], path: Path, *, metric: str) -> Path:
     """metric: "tokens_per_s" (Figure 2) or "context_bytes" (why Figure 2 looks the way it does)."""
     plt = _plt()
@@ -311,6 +337,8 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
         made["loss"] = plot_losses(results["losses"], plots / "loss.png")
     if results.get("accuracy"):
         made["accuracy"] = plot_accuracy(results, plots / "accuracy.png")
+    if any(e["wrong"] and e["training"] != "untrained" for e in results.get("errors", [])):
+        made["errors"] = plot_errors(results["errors"], plots / "errors.png")
     pts = results.get("efficiency", {}).get("points", [])
     if pts:
         made["throughput"] = plot_efficiency(pts, plots / "throughput.png", metric="tokens_per_s")
@@ -399,6 +427,9 @@ def render_markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
         L.append("")
         L.append("Classes: " + "; ".join(f"**{c}**: {DESCRIPTIONS[c]}" for c in CLASSES) + ".")
         L.append("")
+        if plots.get("errors"):
+            L.append(f"![errors]({plots['errors']})")
+            L.append("")
         L.append("One example per class and model:")
         L.append("")
         for line in error_examples(results):

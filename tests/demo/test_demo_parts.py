@@ -240,7 +240,12 @@ def _fake_results():
                                                               "sets": {"foundational": 10, "composed": 10}},
             "accuracy": acc, "efficiency": {"points": pts, "findings": ["x"]},
             "losses": {"Mamba-2": [{"step": 1, "phase": "a", "loss": 2.0}, {"step": 2, "phase": "b", "loss": 1.0}]},
-            "timing": {"total": 1.0}, "data": {"pairs": 3}}
+            "timing": {"total": 1.0}, "data": {"pairs": 3},
+            "errors": [{"arch": "Mamba-2", "training": "phase 1 + phase 2", "set": "composed", "wrong": 4,
+                        "samples": 10, "counts": {}, "examples": {"operand": {"problem": "Compute 1 + (2 + 3).",
+                                                                            "detail": "step 2: expected 1+5"}},
+                        "shares": {"step 1 operand": 0.25, "step 1 arithmetic": 0.0, "operand": 0.75,
+                                   "arithmetic": 0.0, "no answer": 0.0, "other": 0.0}}]}
 
 
 def test_report_writes_tables_and_plots(tmp_path):
@@ -252,7 +257,9 @@ def test_report_writes_tables_and_plots(tmp_path):
     assert "| Mamba-2 | SSM | 0.40M | phase 1 + phase 2 | 95.0 | 60.0 |" in accuracy_table(res)
     assert "| − phase 2 (composed data) | 90.0 | 10.0 |" in ablation_table(res)
     assert "Table 1" in text and "Table 2" in text and "Figure 2" in text
-    for name in ("loss", "accuracy", "throughput", "memory"):
+    assert "| Mamba-2 | phase 1 + phase 2 | composed | 4 / 10 | 25% | 0% | 75% |" in text
+    assert "`Compute 1 + (2 + 3).` — step 2: expected 1+5" in text
+    for name in ("loss", "accuracy", "throughput", "memory", "errors"):
         png = tmp_path / "plots" / f"{name}.png"
         assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"plots/{name}.png" in text

@@ -22,7 +22,7 @@ def test_pcm_demo_quick_writes_report_and_plots(tmp_path, capsys):
     assert "Table 1" in printed and "Table 2" in printed and "report:" in printed
 
     report = (out / "report.md").read_text()
-    for name in ("loss", "accuracy", "throughput", "memory"):
+    for name in ("loss", "accuracy", "throughput", "memory", "errors"):
         assert (out / "plots" / f"{name}.png").stat().st_size > 1000
         assert f"plots/{name}.png" in report
     res = json.loads((out / "results.json").read_text())
