@@ -45,11 +45,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.seed is not None and args.seed < 0:
         print("pcm demo: --seed must be >= 0", file=sys.stderr)
         return 2
-    if args.seeds is not None and args.seeds < 1:
-        print("pcm demo: --seeds must be >= 1", file=sys.stderr)
-        return 2
     if args.sweep:
-        from promptcot_mamba.demo.sweep import run_sweep
+        from promptcot_mamba.demo.sweep import run_sweep, sweep_table
 
         try:
             res = run_sweep(args.sweep, Path(args.out) if args.out else Path("runs") / "demo-sweep",
@@ -57,8 +54,6 @@ def _run(args: argparse.Namespace) -> int:
         except (SettingsError, DemoError) as err:
             print(f"pcm demo: {err}", file=sys.stderr)
             return 2
-        from promptcot_mamba.demo.sweep import sweep_table
-
         print(sweep_table(res))
         return 0
     try:

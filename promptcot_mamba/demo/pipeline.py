@@ -158,16 +158,23 @@ def synthesize_data(d: DataSettings, folder: Path, *, seed: int, progress: bool)
                          n_test_foundational=d.test_foundational, n_test_composed=d.test_composed)
     cur = build_curriculum(splits, folder, seed=seed, n_composed=d.composed, n_seeds=d.seeds, n_combos=d.combos,
                            progress=progress)
-    # Phase 2 replays a fixed share of phase 1 (the first pairs: the file order is seeded), as a
-    # file of its own so the mixture does not depend on the trainer's sampling of a weight.
-    with open(cur.foundational_path, encoding="utf-8") as f:
-        lines = f.readlines()
-    atomic_write_text(folder / "sft_replay.jsonl", "".join(lines[: round(d.replay * len(lines))]))
+    write_replay(folder, d.replay)
     held_out = {"foundational": tuple(splits.test_foundational), "composed": tuple(splits.test_composed)}
     for name, problems in held_out.items():
         write_jsonl(folder / f"test_{name}.jsonl",
                     ({"problem": p.problem, "answer": p.gold, "concepts": list(p.concepts)} for p in problems))
     return DemoData(folder, cur, held_out)
+
+
+def write_replay(folder: Path, share: float) -> Path:
+    """Phase 2 replays a fixed share of phase 1: the first pairs of sft_foundational.jsonl (the file
+    order is seeded), as a file of its own so the mixture does not depend on the trainer's sampling
+    of a weight."""
+    with open(folder / "sft_foundational.jsonl", encoding="utf-8") as f:
+        lines = f.readlines()
+    path = folder / "sft_replay.jsonl"
+    atomic_write_text(path, "".join(lines[: round(share * len(lines))]))
+    return path
 
 
 def build_tokenizer(data: DemoData, folder: Path, vocab_size: int) -> Tokenizer:
@@ -186,30 +193,43 @@ def build_tokenizer(data: DemoData, folder: Path, vocab_size: int) -> Tokenizer:
     return tok
 
 
-def train_and_evaluate(settings: DemoSettings, data: DemoData, tok_dir: Path, vocab_size: int, out: Path, *,
-                       seeds: list[int], progress: bool) -> list[ArchResult]:
-    """Step 3: Mamba-2 on the preset's recipe and a Llama of about its size on the same recipe, once
-    per training seed, each trained and then evaluated in its own process (`run_arch_job`); returns
-    the results ordered by architecture (Mamba-2 first), then seed."""
+def plan_jobs(settings: DemoSettings, data_dir: Path, tok_dir: Path, vocab_size: int,
+              held_out: dict[str, tuple[Problem, ...]], out: Path, *, seeds: list[int],
+              archs: tuple[str, ...] = (MAMBA, TRANSFORMER), untrained: bool = True,
+              progress: bool = False) -> tuple[list[ArchJob], int]:
+    """One `ArchJob` per architecture and training seed: the preset's recipe for Mamba-2, the same
+    recipe with a Llama of about its size for the Transformer; training under out/train/<model>/
+    seed<s>, evaluation on `held_out` with rows under out/eval. The slower model's jobs come first:
+    with fewer workers than jobs, longest-first packs the cores best. Returns (jobs, the Mamba-2
+    model's parameter count)."""
     from promptcot_mamba.model.config import Mamba2Config
     from promptcot_mamba.train.models import round_vocab
 
     vocab = round_vocab(vocab_size)
     mamba_params = Mamba2Config.from_dict({"vocab_size": vocab, **settings.recipe["model"]["config"]}).num_parameters()
-    baseline = matched_baseline(settings, mamba_params, vocab)
-    workers = min(settings.run.workers, 2 * len(seeds))
-    in_process = workers < 2
+    models = {MAMBA: ("mamba2", None), TRANSFORMER: ("transformer", matched_baseline(settings, mamba_params, vocab))}
 
-    def job(arch: str, slug: str, model: dict | None, seed: int) -> ArchJob:
-        recipe = _recipe_for(settings, tok_dir, seed, model)
-        evaluation = EvalJob(str(tok_dir), data.held_out, settings.eval, str(out / "eval"), seed)
+    def job(arch: str, seed: int) -> ArchJob:
+        slug, model = models[arch]
+        evaluation = EvalJob(str(tok_dir), held_out, settings.eval, str(out / "eval"), seed)
         # the untrained reference once, with the first seed: it never reaches an answer, and its
         # generations run to max_new_tokens, which made it the costliest evaluation of a seed
-        return ArchJob(arch, f"{slug}-seed{seed}", seed, recipe, str(data.folder), str(out / "train" / slug / f"seed{seed}"),
-                       evaluation, arch == MAMBA and seed == seeds[0], settings.run.threads, progress and in_process)
+        return ArchJob(arch, f"{slug}-seed{seed}", seed, _recipe_for(settings, tok_dir, seed, model), str(data_dir),
+                       str(out / "train" / slug / f"seed{seed}"), evaluation,
+                       untrained and arch == MAMBA and seed == seeds[0], settings.run.threads, progress)
 
-    # the slower model's jobs first: with fewer workers than jobs, longest-first packs the cores best
-    jobs = [job(MAMBA, "mamba2", None, s) for s in seeds] + [job(TRANSFORMER, "transformer", baseline, s) for s in seeds]
+    return [job(arch, s) for arch in (MAMBA, TRANSFORMER) if arch in archs for s in seeds], mamba_params
+
+
+def train_and_evaluate(settings: DemoSettings, data: DemoData, tok_dir: Path, vocab_size: int, out: Path, *,
+                       seeds: list[int], progress: bool) -> list[ArchResult]:
+    """Step 3: Mamba-2 on the preset's recipe and a Llama of about its size on the same recipe, once
+    per training seed, each trained and then evaluated in its own process (`run_arch_job`); returns
+    the results ordered by architecture (Mamba-2 first), then seed."""
+    workers = min(settings.run.workers, 2 * len(seeds))
+    # in spawned workers a job shows no bars (they would interleave); the main process counts jobs
+    jobs, mamba_params = plan_jobs(settings, data.folder, tok_dir, vocab_size, data.held_out, out, seeds=seeds,
+                                   progress=progress and workers < 2)
     sizes = {name: len(ps) for name, ps in data.held_out.items()}
     _say(f"2/5 training {MAMBA} ({mamba_params / 1e6:.2f}M parameters) and {TRANSFORMER} on the same data with "
          f"{len(seeds)} training seed(s) each ({len(jobs)} jobs, {max(workers, 1)} process(es) × "
@@ -442,8 +462,7 @@ def _run_jobs(jobs: list[ArchJob], *, workers: int, progress: bool) -> list[Arch
                 stack.callback(os.environ.pop, key, None)
         pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")))
         bar = stack.enter_context(tqdm(total=len(jobs), disable=not progress, desc="train + evaluate", unit="job"))
-        futures = {pool.submit(_worker, j, os.getpid()): j for j in jobs}
-        for fut in as_completed(futures):
+        for fut in as_completed([pool.submit(_worker, j, os.getpid()) for j in jobs]):
             r = fut.result()
             results.append(r)
             bar.update(1)
@@ -480,22 +499,22 @@ def _worker(job: ArchJob, parent: int) -> ArchResult:
 
 
 _MARKER = ".pcm-demo"
-_OWNED = ("data", "tokenizer", "train", "eval", "plots", "report.md", "results.json")
+_OWNED = ("data", "tokenizer", "train", "eval", "plots", "report.md", "results.json")  # glob patterns
 
 
-def _fresh_run_folder(out: Path) -> Path:
-    """An empty run folder. A previous demo run there (it has the marker file) is cleared — every
-    stage resumes from files, so stale ones would mix two runs — anything else is refused."""
+def _fresh_run_folder(out: Path, owned: tuple[str, ...] = _OWNED) -> Path:
+    """An empty run folder. What a previous demo run or sweep wrote there (the folder has the marker
+    file; `owned`: the glob patterns of what this kind of run writes) is cleared — every stage
+    resumes from files, so stale ones would mix two runs — anything else is refused."""
     import shutil
 
     if out.exists() and any(out.iterdir()):
         if not (out / _MARKER).exists():
             raise DemoError(f"{out} is not empty and is not a previous demo run; choose a new --out folder")
-        for name in _OWNED:
-            p = out / name
+        for p in [p for pattern in owned for p in out.glob(pattern)]:
             if p.is_dir():
                 shutil.rmtree(p)
-            elif p.exists():
+            else:
                 p.unlink()
     out.mkdir(parents=True, exist_ok=True)
     (out / _MARKER).write_text("a pcm demo run folder: `pcm demo --out` here clears and rewrites it\n")

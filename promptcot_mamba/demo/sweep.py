@@ -65,8 +65,8 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
 
 
 def carve_validation(folder: Path, n: dict[str, int]) -> dict[str, tuple[Problem, ...]]:
-    """Move the last n[set] records of sft_<set>.jsonl into val_<set>.jsonl (the replay file is
-    rebuilt from what stays) and return the validation problems."""
+    """Move the last n[set] records of sft_<set>.jsonl into val_<set>.jsonl and return the
+    validation problems (the caller rebuilds the replay file from what stays)."""
     from promptcot_mamba.text.prompts import MATH_SUFFIX
 
     out = {}
@@ -83,16 +83,17 @@ def carve_validation(folder: Path, n: dict[str, int]) -> dict[str, tuple[Problem
     return out
 
 
+_OWNED = ("data*", "variants", "sweep.json", "sweep.md")  # what a sweep writes in its folder
+
+
 def run_sweep(path: str | Path, out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
     from promptcot_mamba.demo import pipeline as P
-    from promptcot_mamba.model.config import Mamba2Config
-    from promptcot_mamba.train.models import round_vocab
 
     sweep = load_sweep(path)
-    out = P._fresh_run_folder(Path(out_dir).resolve())
+    out = P._fresh_run_folder(Path(out_dir).resolve(), owned=_OWNED)
     seed, t0 = sweep["seed"], time.perf_counter()
     data_for: dict[str, tuple[P.DemoData, dict, Path, int]] = {}
-    jobs, plan = [], []
+    jobs, variant_of = [], {}
     with P._process_settings(1):
         for v in sweep["variants"]:
             s: DemoSettings = v["settings"]
@@ -102,26 +103,16 @@ def run_sweep(path: str | Path, out_dir: str | Path, *, progress: bool = True) -
                 P._say(f"synthesizing data set {len(data_for)} for variant {v['name']} …", progress)
                 data = P.synthesize_data(s.data, folder / "data", seed=seed, progress=progress)
                 val = carve_validation(data.folder, sweep["validation"])
-                # the replay file is phase 1's first pairs: rebuild it from the trimmed file
-                lines = (data.folder / "sft_foundational.jsonl").read_text(encoding="utf-8").splitlines(True)
-                atomic_write_text(data.folder / "sft_replay.jsonl", "".join(lines[: round(s.data.replay * len(lines))]))
+                P.write_replay(data.folder, s.data.replay)  # from what stays for training
                 vocab = P.build_tokenizer(data, folder / "tokenizer", s.data.tokenizer_vocab).vocab_size
                 data_for[key] = (data, val, folder / "tokenizer", vocab)
             data, val, tok_dir, vocab = data_for[key]
-            vdir = out / "variants" / v["name"]
-            evaluation = P.EvalJob(str(tok_dir), val, s.eval, str(vdir / "eval"), seed)
-            vocab_r = round_vocab(vocab)
-            mamba_params = Mamba2Config.from_dict({"vocab_size": vocab_r, **s.recipe["model"]["config"]}).num_parameters()
-            for arch in v.get("archs") or sweep["archs"]:
-                model = None if arch == P.MAMBA else P.matched_baseline(s, mamba_params, vocab_r)
-                slug = "mamba2" if arch == P.MAMBA else "transformer"
-                recipe = P._recipe_for(s, tok_dir, seed, model)
-                jobs.append(P.ArchJob(arch, f"{slug}-seed{seed}", seed, recipe, str(data.folder),
-                                      str(vdir / "train" / slug), evaluation, False, 1, False))
-                plan.append(v["name"])
+            planned, _ = P.plan_jobs(s, data.folder, tok_dir, vocab, val, out / "variants" / v["name"], seeds=[seed],
+                                     archs=tuple(v.get("archs") or sweep["archs"]), untrained=False)
+            jobs += planned
+            variant_of.update({j.train_dir: v["name"] for j in planned})
         P._say(f"training and validating {len(jobs)} job(s), {min(2, len(jobs))} at a time …", progress)
         results = P._run_jobs(jobs, workers=min(2, len(jobs)), progress=progress)
-    variant_of = {str(Path(j.train_dir)): name for j, name in zip(jobs, plan)}
     by_job = {(variant_of[str(Path(r.run.metrics_path).parent)], r.arch): r for r in results}
     rows = []
     for v in sweep["variants"]:

@@ -412,6 +412,15 @@ def test_run_folder_is_refused_unless_empty_or_a_previous_demo(tmp_path):
     _fresh_run_folder(run)
     assert not (run / "train").exists() and not (run / "results.json").exists()
     assert (run / "keep.txt").exists() and (run / ".pcm-demo").exists()
+    # a sweep's folder: its synthesized data sets and variants go too (a rerun would resume from them)
+    from promptcot_mamba.demo import sweep
+
+    for name in ("data0/data", "data1", "variants/base/train"):
+        (run / name).mkdir(parents=True)
+    (run / "sweep.json").write_text("{}")
+    _fresh_run_folder(run, owned=sweep._OWNED)
+    assert sorted(p.name for p in run.iterdir()) == [".pcm-demo", "keep.txt"]
+    assert main(["demo", "--quick", "--seeds", "0", "--out", str(tmp_path / "z"), "--no-progress"]) == 2
 
 
 def test_a_preset_with_inconsistent_mamba_shapes_is_refused_at_load(tmp_path):
