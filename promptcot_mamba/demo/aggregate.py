@@ -77,9 +77,10 @@ def comparisons(rows: list[dict[str, Any]], sets: list[str], *, archs: tuple[str
 
 
 def error_analysis(rows: list[dict[str, Any]], sets: list[str]) -> list[dict[str, Any]]:
-    """Per row and set: how many samples were wrong and what share of them fell in each class."""
+    """Per trained row and set: how many samples were wrong and what share of them fell in each class
+    (the untrained reference never reaches an answer: nothing to learn from its errors)."""
     out = []
-    for r in rows:
+    for r in (r for r in rows if r["training"] != "untrained"):
         for name in sets:
             e = r[f"{name}_errors"]
             wrong = e["wrong"]

@@ -40,7 +40,7 @@ def _cell(r: dict[str, Any] | None, name: str) -> str:
     if r is None or r.get(name) is None:
         return "—"
     iv = r.get(f"{name}_interval")
-    if not iv or len(iv.get("seeds", ())) < 1:
+    if not iv or not iv.get("seeds"):
         return _pct(r[name])
     lo, hi = max(0.0, iv["lo"]), min(1.0, iv["hi"])
     return f"{100 * r[name]:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
@@ -109,12 +109,10 @@ def error_table(results: dict[str, Any]) -> str:
     """Per model, phase and set: wrong samples and the share of them in each class of demo/errors.py."""
     from promptcot_mamba.demo.errors import CLASSES
 
-    head = ("| Model | Training | Set | wrong / samples | " + " | ".join(c for c in CLASSES) + " |\n"
+    head = ("| Model | Training | Set | wrong / samples | " + " | ".join(CLASSES) + " |\n"
             "|---|---|---|---:|" + "---:|" * len(CLASSES))
     lines = [head]
     for e in results.get("errors", []):
-        if e["training"] == "untrained":
-            continue  # nothing to learn from: it never reaches an answer
         shares = " | ".join(f"{100 * e['shares'][c]:.0f}%" if e["wrong"] else "—" for c in CLASSES)
         lines.append(f"| {e['arch']} | {e['training']} | {e['set']} | {e['wrong']} / {e['samples']} | {shares} |")
     return "\n".join(lines)
@@ -127,8 +125,6 @@ def error_examples(results: dict[str, Any]) -> list[str]:
     seen: set[tuple[str, str]] = set()
     out = []
     for e in results.get("errors", []):
-        if e["training"] == "untrained":
-            continue
         for c in CLASSES:
             ex = e["examples"].get(c)
             if ex and (e["arch"], c) not in seen:
@@ -279,7 +275,7 @@ def plot_errors(errors: Sequence[dict], path: Path) -> Path:
     from promptcot_mamba.demo.errors import CLASSES
 
     plt = _plt()
-    rows = [e for e in errors if e["training"] != "untrained" and e["wrong"]]
+    rows = [e for e in errors if e["wrong"]]
     fig, ax = plt.subplots(figsize=(8, 0.45 * max(4, len(rows)) + 1.2))
     labels = [f"{e['arch']}, {e['training']}, {e['set']} ({e['wrong']} wrong)" for e in rows]
     left = [0.0] * len(rows)
@@ -337,7 +333,7 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> Path:
         made["loss"] = plot_losses(results["losses"], plots / "loss.png")
     if results.get("accuracy"):
         made["accuracy"] = plot_accuracy(results, plots / "accuracy.png")
-    if any(e["wrong"] and e["training"] != "untrained" for e in results.get("errors", [])):
+    if any(e["wrong"] for e in results.get("errors", [])):
         made["errors"] = plot_errors(results["errors"], plots / "errors.png")
     pts = results.get("efficiency", {}).get("points", [])
     if pts:
