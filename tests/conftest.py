@@ -9,6 +9,10 @@
   A kernel test file sets TRITON_INTERPRET=1 before importing triton and records
   `_TRITON_TOO_EARLY` when another module got there first; its tests then skip, and the file's
   `test_rerun_in_fresh_process` (using `rerun_in_fresh_process`) runs it again in a new process.
+- Benchmark data: tests that read the seven benchmarks take them from $PCM_BENCHMARK_DIR (scripts/test.sh
+  points it at ../shared/data/benchmarks). Where that folder is missing (a clone without the data),
+  those tests skip and say why, instead of falling back to the Hugging Face Hub: no test needs the
+  network.
 - Greedy near-ties (`assert_greedy_equivalent`, `tie_free_length`, `next_token_logits`): two greedy
   decodes whose per-row arithmetic differs (another batch size through a GEMM, another implementation)
   pick the same tokens only while no step has its top two logits within rounding of each other, and
@@ -35,6 +39,30 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def benchmark_data_present() -> bool:
+    from promptcot_mamba.eval.benchmarks import default_benchmark_dir
+
+    d = default_benchmark_dir()
+    return d is not None and d.is_dir() and any(d.rglob("*.jsonl"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_hub_without_benchmark_data():
+    if benchmark_data_present():
+        yield
+        return
+    from promptcot_mamba.eval import benchmarks
+
+    def skip(spec):
+        pytest.skip(f"benchmark data not found (PCM_BENCHMARK_DIR={os.environ.get('PCM_BENCHMARK_DIR')!r}): "
+                    f"{spec.name} would come from the Hugging Face Hub; point PCM_BENCHMARK_DIR at a local copy")
+
+    real = benchmarks._load_hub
+    benchmarks._load_hub = skip
+    yield
+    benchmarks._load_hub = real
 
 
 def _too_early(request) -> bool:
