@@ -54,15 +54,28 @@ def _no_hub_without_benchmark_data():
         yield
         return
     from promptcot_mamba.eval import benchmarks
+    from promptcot_mamba.synth import decontam
 
-    def skip(spec):
-        pytest.skip(f"benchmark data not found (PCM_BENCHMARK_DIR={os.environ.get('PCM_BENCHMARK_DIR')!r}): "
-                    f"{spec.name} would come from the Hugging Face Hub; point PCM_BENCHMARK_DIR at a local copy")
+    def skip(*_args, **_kw):
+        pytest.skip(skip_without_benchmark_data())
 
-    real = benchmarks._load_hub
-    benchmarks._load_hub = skip
+    # the two places the data is read: a benchmark (else from the Hub) and decontamination's folder
+    real = benchmarks._load_hub, decontam.load_benchmarks
+    benchmarks._load_hub = decontam.load_benchmarks = skip
     yield
-    benchmarks._load_hub = real
+    benchmarks._load_hub, decontam.load_benchmarks = real
+
+
+@pytest.fixture()
+def benchmark_data():
+    """For a test whose subprocess reads the benchmark data (the in-process patch above cannot reach it)."""
+    if not benchmark_data_present():
+        pytest.skip(skip_without_benchmark_data())
+
+
+def skip_without_benchmark_data() -> str:
+    return (f"benchmark data not found (PCM_BENCHMARK_DIR={os.environ.get('PCM_BENCHMARK_DIR')!r}); "
+            "point PCM_BENCHMARK_DIR at a local copy to run this test")
 
 
 def _too_early(request) -> bool:

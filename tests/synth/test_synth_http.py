@@ -85,7 +85,7 @@ def _run_cli(url: str, cfg_path: Path, seeds: Path, out: Path) -> subprocess.Pop
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_points_then_rerun_equals_uninterrupted(tmp_path):
+def test_sigkill_at_random_points_then_rerun_equals_uninterrupted(tmp_path, benchmark_data):
     import yaml
 
     seeds = make_seeds(tmp_path / "seeds.jsonl", 60)
