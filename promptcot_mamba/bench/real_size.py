@@ -164,9 +164,9 @@ def run_one(impl: str, dtype: str, folder: Path, *, prompt: int, steps: int, bat
     if impl == "ours":
         from promptcot_mamba.model.lm import Mamba2LM
 
-        model = Mamba2LM.from_pretrained(folder, dtype=tdtype, device=device)
-        if dtype == "int8":
-            model.quantize("int8")
+        # int8: quantized while loading (model/quantize.py), as `--quantize int8` does
+        model = Mamba2LM.from_pretrained(folder, dtype=tdtype, device=device,
+                                         quantize="int8" if dtype == "int8" else None)
     else:
         import transformers
 

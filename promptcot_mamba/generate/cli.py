@@ -29,7 +29,7 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                         "matvec=auto|onednn|aten, step=eager|fused, decode=direct|bucketed (CUDA graphs per "
                         "batch-size bucket on a GPU); e.g. --kernels step=fused,decode=bucketed")
     p.add_argument("--quantize", default="none", choices=["none", "int8"],
-                   help="weight-only quantization after loading (model/quantize.py): int8 stores in_proj, "
+                   help="weight-only quantization while loading (model/quantize.py): int8 stores in_proj, "
                         "out_proj and the LM head as int8 with per-channel scales (half a bf16 step's "
                         "reads); norms, A, D, dt, conv and embeddings stay in --dtype. Not with step=fused")
 

@@ -227,21 +227,17 @@ class Engine:
                         require_tokenizer: bool = True) -> Engine:
         """An engine over a model folder as `save_pretrained` writes it (with its tokenizer.json).
         `dtype`: "auto" (the checkpoint's), float32, bfloat16 or float16. `quantize`: None or "none",
-        or "int8" (weight-only, model/quantize.py; an unknown one fails before loading). A checkpoint
-        whose weights alone exceed `config.memory_budget_gb`, or the memory available, fails before
-        loading."""
+        or "int8" (weight-only, model/quantize.py, applied while loading; an unknown one fails before
+        loading). A checkpoint whose weights alone (the int8 ones at their int8 size) exceed
+        `config.memory_budget_gb`, or the memory available, fails before loading."""
         from promptcot_mamba.model.lm import Mamba2LM
-        from promptcot_mamba.model.quantize import check_method
 
-        method = check_method(quantize, kernels)
         budget = config.memory_budget_gb if config is not None else None
         model = Mamba2LM.from_pretrained(path, dtype=dtype, device=device, kernels=kernels,
-                                         max_memory_gb=budget)
+                                         max_memory_gb=budget, quantize=quantize)
         if require_tokenizer and model.tokenizer is None:
             raise FileNotFoundError(f"{path}: no tokenizer.json next to the weights; the engine needs one "
                                     f"to turn text into token ids")
-        if method is not None:
-            model.quantize(method)
         return cls(model, model.tokenizer, config)
 
     # ---------------------------------------------------------------------------------- capacity

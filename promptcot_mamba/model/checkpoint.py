@@ -164,13 +164,28 @@ class _Stored:
             _read_bytes(self.file, self.offset + a * self.dtype.itemsize, piece)
             yield a, piece
 
+    def row_blocks(self, staging: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+        """(first row, the next rows (r, K) in the stored dtype) of a 2-D tensor, as many rows at a
+        time as the staging buffer holds; every block reuses it."""
+        N, K = self.shape
+        rows = max(1, staging.numel() // 8 // K)
+        if self.mapped is not None:
+            yield from ((i, self.mapped[i:i + rows]) for i in range(0, N, rows))
+            return
+        row_bytes = K * self.dtype.itemsize
+        for i in range(0, N, rows):
+            r = min(rows, N - i)
+            block = staging[:r * row_bytes].view(self.dtype).view(r, K)
+            _read_bytes(self.file, self.offset + i * row_bytes, block)
+            yield i, block
+
     def load(self, dtype: torch.dtype, device: torch.device, staging: torch.Tensor,
-             maps: dict[Path, torch.Tensor]) -> torch.Tensor:
-        """The tensor in `dtype` on `device`. Stored that way on the CPU: a view of a private map of
-        its file (no copy; pages come from the page cache as the model first touches them, a write
-        copies the page; the file must be replaced, not truncated, while the model lives);
-        otherwise converted piece by piece into a tensor of its own."""
-        if dtype == self.dtype and device.type == "cpu":
+             maps: dict[Path, torch.Tensor] | None) -> torch.Tensor:
+        """The tensor in `dtype` on `device`. Stored that way on the CPU, and given `maps`: a view of a
+        private map of its file (no copy; pages come from the page cache as the model first touches
+        them, a write copies the page; the file must be replaced, not truncated, while the model
+        lives); otherwise converted piece by piece into a tensor of its own."""
+        if dtype == self.dtype and device.type == "cpu" and maps is not None:
             if self.mapped is not None:
                 return self.mapped
             if self.offset % dtype.itemsize == 0:  # a view needs the dtype's alignment
@@ -332,10 +347,18 @@ def _auto_dtype(stored: dict[str, _Stored]) -> torch.dtype:
     return max(counts, key=lambda d: (counts[d], d.itemsize))
 
 
+def _weight_bytes(stored: dict[str, _Stored], dtype: torch.dtype, quantized: dict[str, int]) -> int:
+    """Bytes the loaded weights take in `dtype`, those in `quantized` ({key: bytes}) at that size."""
+    return (sum(t.numel for k, t in stored.items() if k not in quantized) * dtype.itemsize
+            + sum(quantized.values()))
+
+
 def _check_memory(stored: dict[str, _Stored], dtype: torch.dtype, device: torch.device,
-                  max_memory_gb: float | None, *, source: str) -> None:
-    """Refuse, before reading any weight, a load whose weights exceed the budget or the free memory."""
-    need = sum(t.numel for t in stored.values()) * dtype.itemsize
+                  max_memory_gb: float | None, *, source: str, quantized: dict[str, int],
+                  method: str | None) -> None:
+    """Refuse, before reading any weight, a load whose weights exceed the budget or the free memory.
+    `quantized`: {weight key: its bytes as int8}, counted instead of its full size when `method`."""
+    need = _weight_bytes(stored, dtype, quantized if method else {})
     limits = [] if max_memory_gb is None else [(max_memory_gb * GB, "the memory budget")]
     if device.type == "cuda":
         limits.append((torch.cuda.mem_get_info(device)[0], f"free on {device}"))
@@ -347,11 +370,15 @@ def _check_memory(stored: dict[str, _Stored], dtype: torch.dtype, device: torch.
             pass
     for have, what in limits:
         if need > have:
+            hints = []
             as_stored = sum(t.numel * t.dtype.itemsize for t in stored.values())
-            hint = f"; as stored (dtype='auto') {as_stored / GB:.3g} GB" if as_stored < need else ""
-            name = str(dtype).removeprefix("torch.")
-            raise CheckpointError(f"{source}: the weights need {need / GB:.3g} GB in {name}, "
-                                  f"have {have / GB:.3g} GB ({what}){hint}")
+            if as_stored < need and not method:
+                hints.append(f"as stored (dtype='auto') {as_stored / GB:.3g} GB")
+            if not method:
+                hints.append(f"with int8 weights (--quantize int8) {_weight_bytes(stored, dtype, quantized) / GB:.3g} GB")
+            name = str(dtype).removeprefix("torch.") + (f" with {method} weights" if method else "")
+            raise CheckpointError(f"{source}: the weights need {need / GB:.3g} GB in {name}, have "
+                                  f"{have / GB:.3g} GB ({what})" + "".join(f"; {h}" for h in hints))
 
 
 def _same_values(a: _Stored, b: _Stored) -> bool:
@@ -363,9 +390,19 @@ def _same_values(a: _Stored, b: _Stored) -> bool:
 
 def load_checkpoint(path_or_id: str | Path, *, dtype: torch.dtype | str | None = "auto",
                     device: str | torch.device = "cpu", max_memory_gb: float | None = None,
-                    revision: str | None = None) -> tuple[Path, Mamba2Config, dict[str, torch.Tensor]]:
+                    revision: str | None = None,
+                    quantize: str | None = None) -> tuple[Path, Mamba2Config, dict[str, torch.Tensor]]:
     """(folder, config, state dict under canonical keys in the final dtype on `device`; a tied
-    lm_head left out). Bad arguments and bad checkpoints fail before any weight is read."""
+    lm_head left out). Bad arguments and bad checkpoints fail before any weight is read.
+
+    `quantize="int8"`: the weights model/quantize.py quantizes are quantized while they are read, a
+    block of rows at a time (`X.weight` becomes `X.weight_int8` and `X.scales`, an `Int8Linear`'s
+    buffers; a tied head gets its own from the embedding), so no full-precision copy of them is ever
+    held; every other tensor gets memory of its own (not a view of a file's map, which would keep the
+    pages of the quantized weights it read). The memory check counts the quantized size."""
+    from promptcot_mamba.model import quantize as q
+
+    method = q.check_method(quantize)
     target = resolve_dtype(dtype)
     b = max_memory_gb
     if b is not None and (isinstance(b, bool) or not isinstance(b, int | float) or b <= 0):
@@ -377,13 +414,30 @@ def load_checkpoint(path_or_id: str | Path, *, dtype: torch.dtype | str | None =
     config = read_config(folder)
     stored, head = _validate(config, _stored_tensors(folder), source=str(folder))
     target = target or _auto_dtype(stored)
-    _check_memory(stored, target, device, max_memory_gb, source=str(folder))
+    shapes = {f"{name}.weight": nk for name, nk in q.target_shapes(config).items()}
+    _check_memory(stored, target, device, max_memory_gb, source=str(folder), method=method,
+                  quantized={k: q.quantized_bytes(*nk) for k, nk in shapes.items()})
     if head is not None and not _same_values(head, stored["backbone.embeddings.weight"]):
         raise CheckpointError(f"{folder}: config says tie_word_embeddings=true but lm_head.weight "
                               "differs from backbone.embeddings.weight")
-    order = sorted(stored.items(), key=lambda kv: (str(kv[1].file), kv[1].offset))  # shard by shard
-    staging, maps = _staging(sum(t.numel for t in stored.values())), {}
-    return folder, config, {k: t.load(target, device, staging, maps) for k, t in order}
+    if not method:
+        order = sorted(stored.items(), key=lambda kv: (str(kv[1].file), kv[1].offset))  # shard by shard
+        staging, maps = _staging(sum(t.numel for t in stored.values())), {}
+        return folder, config, {k: t.load(target, device, staging, maps) for k, t in order}
+    q.check_op(device)
+    if "lm_head.weight" not in stored:  # tied: the head's int8 copy is made from the embedding
+        stored["lm_head.weight"] = stored["backbone.embeddings.weight"]
+    order = sorted(stored.items(), key=lambda kv: (str(kv[1].file), kv[1].offset))
+    staging, out = _staging(sum(t.numel for t in stored.values())), {}
+    for k, t in order:
+        if k in shapes:
+            N, K = shapes[k]
+            name = k.removesuffix(".weight")
+            blocks = ((i, block.to(device)) for i, block in t.row_blocks(staging))
+            out[f"{name}.weight_int8"], out[f"{name}.scales"] = q.quantize_blocks(blocks, N, K, device)
+        else:
+            out[k] = t.load(target, device, staging, None)
+    return folder, config, out
 
 
 def save_checkpoint(model, path: str | Path, *, max_shard_bytes: int = 5 * 2**30) -> Path:

@@ -200,7 +200,8 @@ class Mamba2LM(nn.Module):
     @classmethod
     def from_pretrained(cls, path_or_id: str | Path, *, dtype: torch.dtype | str | None = "auto",
                         device: str | torch.device = "cpu", kernels: Kernels | None = None,
-                        revision: str | None = None, max_memory_gb: float | None = None) -> Mamba2LM:
+                        revision: str | None = None, max_memory_gb: float | None = None,
+                        quantize: str | None = None) -> Mamba2LM:
         """Load a `Mamba2ForCausalLM` checkpoint (transformers or mamba_ssm dialect) from a folder or
         a Hub id (downloaded only when the path does not exist locally).
 
@@ -210,18 +211,28 @@ class Mamba2LM(nn.Module):
         two copies; weights kept as stored (on the CPU) are views of a private map of their file, so
         the checkpoint's files must be replaced, not rewritten in place, while the model is in use.
         A checkpoint that needs more than `max_memory_gb` (10^9 bytes) or than the memory available
-        (Linux's MemAvailable; a CUDA device's free memory) fails before anything is loaded."""
-        from promptcot_mamba.model.checkpoint import load_checkpoint
+        (Linux's MemAvailable; a CUDA device's free memory) fails before anything is loaded.
 
-        folder, config, state_dict = load_checkpoint(path_or_id, dtype=dtype, device=device,
+        `quantize="int8"` quantizes as it loads (the result of `.quantize("int8")` without ever
+        holding the full-precision projections: peak memory is the int8 model's, and the memory check
+        counts that size); "none" or None loads as stored."""
+        from promptcot_mamba.model.checkpoint import load_checkpoint
+        from promptcot_mamba.model.quantize import check_method, install_empty
+
+        method = check_method(quantize, kernels)  # before anything is read
+        folder, config, state_dict = load_checkpoint(path_or_id, dtype=dtype, device=device, quantize=method,
                                                      max_memory_gb=max_memory_gb, revision=revision)
         with torch.device("meta"):
             model = cls(config, kernels=kernels)
+        if method:
+            install_empty(model, method)  # Int8Linear shells for the quantized weights to be assigned to
         # assign=True adopts the loaded tensors (already in their final dtype and device) instead of
         # copying them into fresh ones: loading holds one copy of the weights, never two
-        model.load_state_dict(state_dict, strict=False, assign=True)
-        if config.tie_word_embeddings:
+        missing, _ = model.load_state_dict(state_dict, strict=False, assign=True)
+        if config.tie_word_embeddings and not method:
             model.lm_head.weight = model.backbone.embeddings.weight
+        elif missing:  # the loader validated every key against the config: this is a bug, not bad input
+            raise RuntimeError(f"from_pretrained: the loaded state dict misses {missing[:3]}")
         model.tokenizer = _maybe_tokenizer(folder)
         return model.eval()
 

@@ -41,6 +41,13 @@ The numbers: benchmarks/bench_quantize.py's `ops` section, benchmarks/results/qu
 Scales are stored in bfloat16 (the op's dtype), and the weights are rounded against the stored,
 already-rounded scale, so each weight's error is at most half a step: |w − s·q| ≤ s/2 ≈ max|row|/254.
 
+Two ways to get one: `Mamba2LM.from_pretrained(path, quantize="int8")` (what `--quantize int8` runs)
+quantizes each projection as the loader reads it, a block of rows at a time, so the full-precision
+projections are never held: loading the bf16 130M-shape checkpoint that way peaked at 1.03x the int8
+model's bytes (tests/model/test_model_loading.py), where loading and then quantizing peaked at
+2.1-2.3x them at 2.7B and 7B; `model.quantize("int8")` converts a model already in memory. Both run
+the same rounding (`quantize_rows`) and give the same tensors.
+
 A quantized model is for inference only: its int8 weights are buffers, quantizing freezes every
 remaining parameter, `model.train()` raises, an `Int8Linear` given an input that requires grad raises,
 and `save_pretrained` refuses (save the full-precision model; quantize at load time with
@@ -51,6 +58,7 @@ refuses a quantized model.
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +79,41 @@ class QuantizationError(ValueError):
     """A quantization that cannot be done or an operation a quantized model does not support."""
 
 
+def padded_width(K: int) -> int:
+    """The int8 weight's width: K rounded up to a multiple of `K_MULTIPLE` (zero columns)."""
+    return -(-K // K_MULTIPLE) * K_MULTIPLE
+
+
+def quantize_rows(w: Tensor, q: Tensor, scales: Tensor, work: Tensor | None = None) -> None:
+    """Symmetric per-row int8 of w (r, K) in any float dtype, into q (r, K') int8 (K' ≥ K; its extra
+    columns are left as they are) and scales (r,) bf16: s = bf16(max|row| / 127), q = round(w / s) in
+    [−127, 127]. `work`: a float32 buffer of ≥ r·K elements to reuse (else one is allocated): the
+    only transient, so that quantizing block after block does not leave the heap full of holes."""
+    r, K = w.shape
+    f = torch.empty(r, K, device=w.device) if work is None else work[:r * K].view(r, K)
+    f.copy_(w)  # (r, K) float32
+    s = (torch.linalg.vector_norm(f, ord=math.inf, dim=1) / 127).to(KERNEL_DTYPE)  # (r,) = max|row| / 127
+    s = torch.where(s > 0, s, torch.ones_like(s))  # an all-zero row: any scale, q = 0
+    scales.copy_(s)
+    # rounding against the stored (bf16) scale: |w − s·q| ≤ s/2; the clamp only trims the largest
+    # entry when bf16 rounded s down, by at most 127·2⁻⁹·s < s/2
+    q[:, :K].copy_(f.div_(s.float()[:, None]).round_().clamp_(-127, 127))  # integral floats: exact cast
+
+
+def quantize_blocks(blocks, N: int, K: int, device=None) -> tuple[Tensor, Tensor]:
+    """`quantize_rows` over (first row, block (r, K)) pairs covering rows 0..N of one weight, so that
+    only one block is ever held in full precision -> (q (N, K') int8, K' = K padded with zero columns
+    to a multiple of `K_MULTIPLE`; scales (N,) bf16)."""
+    q = torch.zeros(N, padded_width(K), dtype=torch.int8, device=device)
+    scales = torch.empty(N, dtype=KERNEL_DTYPE, device=device)
+    work = None
+    for i, blk in blocks:
+        if work is None or work.numel() < blk.numel():
+            work = torch.empty(blk.numel(), device=blk.device)
+        quantize_rows(blk, q[i:i + len(blk)], scales[i:i + len(blk)], work)
+    return q, scales
+
+
 class Int8Linear(nn.Module):
     """`nn.Linear`'s forward with int8 weights and one bf16 scale per output channel.
 
@@ -89,23 +132,21 @@ class Int8Linear(nn.Module):
     @classmethod
     @torch.no_grad()
     def from_linear(cls, linear: nn.Linear) -> Int8Linear:
-        """Symmetric per-output-channel int8: s = bf16(max|row| / 127), q = round(w / s) in [−127, 127]."""
+        """Symmetric per-output-channel int8 of a Linear's weight (`quantize_rows`), in blocks of rows."""
         w = linear.weight.detach()
         N, K = w.shape
-        Kp = -(-K // K_MULTIPLE) * K_MULTIPLE
-        q = torch.zeros(N, Kp, dtype=torch.int8, device=w.device)
-        scales = torch.empty(N, dtype=KERNEL_DTYPE, device=w.device)
         rows = max(1, DEQUANT_BLOCK // K)  # in blocks of rows: the float32 transient stays small
-        for i in range(0, N, rows):
-            blk = w[i:i + rows].float()  # (r, K)
-            s = (blk.abs().amax(dim=1) / 127).to(KERNEL_DTYPE)  # (r,)
-            s = torch.where(s > 0, s, torch.ones_like(s))  # an all-zero row: any scale, q = 0
-            scales[i:i + rows] = s
-            # rounding against the stored (bf16) scale: |w − s·q| ≤ s/2; the clamp only trims the
-            # largest entry when bf16 rounded s down, by at most 127·2⁻⁹·s < s/2
-            q[i:i + rows, :K] = torch.round(blk / s.float()[:, None]).clamp_(-127, 127).to(torch.int8)
+        q, scales = quantize_blocks(((i, w[i:i + rows]) for i in range(0, N, rows)), N, K, w.device)
         bias = None if linear.bias is None else linear.bias.detach().clone()
         return cls(q, scales, bias, K)
+
+    @classmethod
+    def empty(cls, N: int, K: int, *, bias_dtype: torch.dtype | None, device="meta") -> Int8Linear:
+        """A layer of the right shapes whose buffers a state dict then assigns (quantized at load time:
+        model/checkpoint.py reads the full-precision weight a block of rows at a time)."""
+        bias = None if bias_dtype is None else torch.empty(N, dtype=bias_dtype, device=device)
+        return cls(torch.empty(N, padded_width(K), dtype=torch.int8, device=device),
+                   torch.empty(N, dtype=KERNEL_DTYPE, device=device), bias, K)
 
     def dequantize(self) -> Tensor:
         """The weight the layer multiplies by, (N, K) float32: s · q (exact in float32)."""
@@ -157,13 +198,46 @@ def _targets(model) -> list[tuple[nn.Module, str]]:
     return out + [(model, "lm_head")]
 
 
+def target_shapes(config) -> dict[str, tuple[int, int]]:
+    """{module name: (N, K)} of the Linears `quantize_model` replaces, as the state dict names them."""
+    out = {}
+    for i in range(config.num_hidden_layers):
+        out[f"backbone.layers.{i}.mixer.in_proj"] = (config.in_proj_dim, config.hidden_size)
+        out[f"backbone.layers.{i}.mixer.out_proj"] = (config.hidden_size, config.d_inner)
+    out["lm_head"] = (config.vocab_size, config.hidden_size)
+    return out
+
+
+def quantized_bytes(N: int, K: int) -> int:
+    """Bytes of one `Int8Linear`'s weight and scales (its bias, if any, stays as it was)."""
+    return N * padded_width(K) + N * KERNEL_DTYPE.itemsize
+
+
+def _freeze(model, method: str) -> None:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.quantization = method
+
+
+def install_empty(model, method: str) -> None:
+    """Replace the Linears `quantize_model` would quantize by empty `Int8Linear`s (on the meta device),
+    for a state dict quantized while loading (model/checkpoint.py) to be assigned into."""
+    check_method(method, getattr(model, "kernels", None))
+    for parent, attr in _targets(model):
+        lin = getattr(parent, attr)
+        bias = None if lin.bias is None else lin.bias.dtype
+        setattr(parent, attr, Int8Linear.empty(lin.out_features, lin.in_features, bias_dtype=bias))
+    _freeze(model, method)
+
+
 def weight_bytes(model: nn.Module) -> int:
     """Bytes of every parameter and buffer, each tensor once (a tied weight counts once)."""
     tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
-def _check_op(device: torch.device) -> None:
+def check_op(device: torch.device) -> None:
     """The kernel must run where the weights are (a CPU build has it; other devices: try it)."""
     try:
         x = torch.ones(1, K_MULTIPLE, dtype=KERNEL_DTYPE, device=device)
@@ -204,11 +278,9 @@ def quantize_model(model, method: str = "int8"):
     bad = [f"{type(p).__name__}.{a}" for p, a in targets if type(getattr(p, a)) is not nn.Linear]
     if bad:
         raise QuantizationError(f"cannot quantize: expected nn.Linear at {', '.join(bad)}")
-    _check_op(model.lm_head.weight.device)
+    check_op(model.lm_head.weight.device)
     before = weight_bytes(model)
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    _freeze(model, None)
     for parent, attr in targets:
         # the Linear (and, untied, its weight) is dropped here: each layer's full-precision weight is
         # freed as soon as its int8 copy exists, so the peak is the model plus one layer's int8 copy

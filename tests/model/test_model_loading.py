@@ -139,12 +139,14 @@ def test_unknown_dtype_on_the_command_line(bf16_folder, capsys):
 @pytest.fixture()
 def no_weight_read(monkeypatch):
     """Fails the test if any weight is mapped or read: every access to a tensor's data goes through
-    `_Stored.load` (the model's tensors) or `_Stored.pieces` (conversion, the tied-head check)."""
+    `_Stored.load` (the model's tensors), `_Stored.pieces` (conversion, the tied-head check) or
+    `_Stored.row_blocks` (quantizing while loading)."""
     def refuse(*args, **kwargs):
         raise AssertionError("a weight was read before the check that should have refused the load")
 
     monkeypatch.setattr(checkpoint._Stored, "load", refuse)
     monkeypatch.setattr(checkpoint._Stored, "pieces", refuse)
+    monkeypatch.setattr(checkpoint._Stored, "row_blocks", refuse)  # quantizing while loading
 
 
 def test_memory_budget_below_the_weights_fails_before_loading(bf16_model, bf16_folder, no_weight_read):
@@ -164,6 +166,35 @@ def test_memory_budget_below_the_weights_fails_before_loading(bf16_model, bf16_f
 def test_memory_budget_that_fits_loads(bf16_model, bf16_folder):
     weights = sum(p.numel() * 2 for p in bf16_model.parameters())
     assert Mamba2LM.from_pretrained(bf16_folder, max_memory_gb=1.01 * weights / 1e9).dtype == torch.bfloat16
+
+
+def test_the_memory_check_counts_int8_weights_at_their_int8_size(bf16_folder, no_weight_read, monkeypatch):
+    """A budget between the int8 and the bf16 size: refused as bf16, with a hint giving the int8 size;
+    loaded with quantize="int8" (quantized while loading: the bf16 projections are never all held);
+    below the int8 size, refused naming the int8 weights. Sizes come from the headers alone."""
+    from promptcot_mamba.model.quantize import quantized_bytes, target_shapes
+
+    config = checkpoint.read_config(bf16_folder)
+    stored = checkpoint._stored_tensors(bf16_folder)
+    full = sum(t.numel * 2 for k, t in stored.items() if k != "lm_head.weight" or not config.tie_word_embeddings)
+    shapes = target_shapes(config)
+    int8 = (full - sum(N * K * 2 for name, (N, K) in shapes.items() if name != "lm_head" or not config.tie_word_embeddings)
+            + sum(quantized_bytes(N, K) for N, K in shapes.values()))
+    assert int8 < 0.8 * full
+    between = (int8 + full) / 2 / 1e9
+    with pytest.raises(CheckpointError, match=rf"need {full / 1e9:.3g} GB in bfloat16, .*; with int8 weights "
+                                              rf"\(--quantize int8\) {int8 / 1e9:.3g} GB"):
+        Mamba2LM.from_pretrained(bf16_folder, max_memory_gb=between)
+    with pytest.raises(CheckpointError, match=rf"need {int8 / 1e9:.3g} GB in bfloat16 with int8 weights, have"):
+        Mamba2LM.from_pretrained(bf16_folder, max_memory_gb=0.99 * int8 / 1e9, quantize="int8")
+    with pytest.raises(CheckpointError, match=r"with int8 weights, have .* \(the memory budget\)"):
+        Engine.from_pretrained(bf16_folder, EngineConfig(memory_budget_gb=0.99 * int8 / 1e9), quantize="int8")
+    monkeypatch.undo()  # now the weights may be read
+    model = Mamba2LM.from_pretrained(bf16_folder, max_memory_gb=between, quantize="int8")
+    assert model.quantization == "int8"
+    from promptcot_mamba.model.quantize import weight_bytes
+
+    assert weight_bytes(model) == int8  # the check counted what the model holds
 
 
 def test_available_memory_is_checked_before_loading(bf16_folder, tmp_path, monkeypatch, no_weight_read):
@@ -192,19 +223,20 @@ def status(field):  # bytes
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
 
-big, small, dtype = sys.argv[1:4]
-Mamba2LM.from_pretrained(small, dtype=dtype)  # the same code paths once: their pages are not weights
+big, small, dtype, quantize = sys.argv[1:5]
+Mamba2LM.from_pretrained(small, dtype=dtype, quantize=quantize)  # the same code paths once
 base = status("VmRSS")
-model = Mamba2LM.from_pretrained(big, dtype=dtype)
+model = Mamba2LM.from_pretrained(big, dtype=dtype, quantize=quantize)
+tensors = {id(t): t for t in (*model.parameters(), *model.buffers())}.values()  # int8 weights are buffers
 with torch.no_grad():  # one element of every page: views of a file map count in RSS only once touched
-    for p in model.parameters():
-        p.view(-1)[:: 4096 // p.element_size()].sum()
+    for p in tensors:
+        p.view(-1)[:: 4096 // p.element_size()].float().sum()
 # VmHWM, not getrusage's ru_maxrss: a child's ru_maxrss starts at its parent's RSS at fork (here the
 # pytest process), so it would measure the parent; VmHWM is this process's own peak since exec
 peak = status("VmHWM")
-weights = sum(p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values())
+weights = sum(p.numel() * p.element_size() for p in tensors)
 dtype = str(model.dtype).removeprefix("torch.")
-print(json.dumps({"base": base, "peak": peak, "weights": weights, "dtype": dtype}))
+print(json.dumps({"base": base, "peak": peak, "weights": weights, "dtype": dtype, "quantization": model.quantization}))
 """
 # beyond 1.05x the weights: the conversion's staging buffer (1/128 of the elements: 2 MiB of bf16 here)
 # and the load's Python objects and heap
@@ -223,21 +255,28 @@ def sharded_130m(tmp_path_factory):
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads resident memory from /proc")
-@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
-def test_shard_by_shard_load_holds_one_copy_of_the_weights(sharded_130m, dtype):
+@pytest.mark.parametrize("dtype,quantize", [("bfloat16", "none"), ("float32", "none"), ("bfloat16", "int8")])
+def test_shard_by_shard_load_holds_one_copy_of_the_weights(sharded_130m, dtype, quantize):
     """Peak RSS of a fresh process loading the sharded bf16 checkpoint, minus its RSS just before
     (interpreter, torch and the loader's code, warmed on a tiny checkpoint): at most 1.05x the loaded
-    weights' bytes plus _ALLOWANCE, also when each tensor is converted to float32 on the way. Loading
-    every shard into one dict (as views of the mapped files) and then converting peaked at 1.50x in
-    float32 (1.007x in bf16, where the model kept the views); shard by shard: 1.005x in both."""
+    weights' bytes plus _ALLOWANCE, also when each tensor is converted to float32 on the way, and when
+    the projections are quantized to int8 as they are read (the bound is then the int8 model's
+    bytes: 207 MB against 258 MB in bf16). Loading every shard into one dict (as views of the mapped
+    files) and then converting peaked at 1.50x in float32 (1.007x in bf16, where the model kept the
+    views); shard by shard: 1.005x in both. Quantizing after a bf16 load peaked at 2.1-2.3x the int8
+    weights at 2.7B and 7B (bench_real_size, issue 13)."""
     assert len(list((sharded_130m / "big").glob("model-*.safetensors"))) >= 4
-    args = [sys.executable, "-c", _RSS_SCRIPT, str(sharded_130m / "big"), str(sharded_130m / "small"), dtype]
+    args = [sys.executable, "-c", _RSS_SCRIPT, str(sharded_130m / "big"), str(sharded_130m / "small"), dtype, quantize]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
-    assert r["dtype"] == dtype
-    assert r["weights"] == named_config("mamba2-130m").num_parameters() * (2 if dtype == "bfloat16" else 4)
+    assert r["dtype"] == dtype and r["quantization"] == (None if quantize == "none" else quantize)
+    c = named_config("mamba2-130m")
+    if quantize == "none":
+        assert r["weights"] == c.num_parameters() * (2 if dtype == "bfloat16" else 4)
+    else:  # tied: the embedding stays bf16 and the head gets its own int8 copy
+        assert 0.75 * c.num_parameters() < r["weights"] < 0.85 * c.num_parameters() * 2
     grown = r["peak"] - r["base"]
     assert grown <= 1.05 * r["weights"] + _ALLOWANCE, (
         f"peak RSS grew {grown / 2**20:.1f} MiB for {r['weights'] / 2**20:.1f} MiB of weights "

@@ -10,6 +10,7 @@ import weakref
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from promptcot_mamba import Mamba2LM
 from promptcot_mamba.common.tolerances import SSD_TERMS, UNIT_ROUNDOFF, assert_close, rel_err, rtol
@@ -218,3 +219,46 @@ def test_quantized_model_follows_dtype_changes():
     assert model.dtype == torch.bfloat16 and model.lm_head.weight_int8.dtype == torch.int8
     assert_close(b, a, dtype=torch.bfloat16, reductions=SSD_TERMS)
     assert F.softmax(b, -1).shape == a.shape
+
+
+@pytest.mark.parametrize("fmt", ["sharded", "bin"])
+@pytest.mark.parametrize("config,dtype", [("tiny", "auto"), ("tiny-g1", "auto"), ("tiny-g1", "float32")])
+def test_quantizing_while_loading_equals_quantizing_after(tmp_path, fmt, config, dtype):
+    """`from_pretrained(quantize="int8")` reads the projections a block of rows at a time and never
+    holds them in full precision; the result is the same model, bit for bit, as loading and then
+    `.quantize("int8")` (one machine, the same rounding code): tied head (tiny) and untied (tiny-g1),
+    sharded safetensors and pytorch_model.bin, in the stored dtype and converted."""
+    torch.manual_seed(5)
+    Mamba2LM(config).to(torch.bfloat16).save_pretrained(tmp_path, max_shard_bytes=30_000)
+    if fmt == "bin":
+        state = {k: v for f in tmp_path.glob("model-*.safetensors") for k, v in load_file(f).items()}
+        for f in [*tmp_path.glob("model-*.safetensors"), tmp_path / "model.safetensors.index.json"]:
+            f.unlink()
+        torch.save(state, tmp_path / "pytorch_model.bin")
+    after = Mamba2LM.from_pretrained(tmp_path, dtype=dtype).quantize("int8")
+    loaded = Mamba2LM.from_pretrained(tmp_path, dtype=dtype, quantize="int8")
+    a, b = after.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+    assert loaded.quantization == "int8" and not loaded.training
+    assert not any(p.requires_grad for p in loaded.parameters())
+    assert all(t.device.type == "cpu" for t in (*loaded.parameters(), *loaded.buffers()))  # nothing left on meta
+    for t in (*loaded.parameters(), *loaded.buffers()):  # memory of its own: no view keeps a file's map
+        assert t.untyped_storage().nbytes() == t.numel() * t.element_size()
+    ids = torch.tensor([[3, 1, 4, 1, 5]])
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, after(ids).logits)
+    with pytest.raises(QuantizationError, match="inference-only"):
+        loaded.train()
+    with pytest.raises(QuantizationError, match="already quantized"):
+        loaded.quantize("int8")
+
+
+def test_quantizing_while_loading_refuses_bad_methods_before_reading(tmp_path):
+    build_tiny_model(config="tiny-g1").save_pretrained(tmp_path)
+    with pytest.raises(QuantizationError, match="unknown quantization 'int4'"):
+        Mamba2LM.from_pretrained(tmp_path / "missing", quantize="int4")  # the method fails, not the path
+    with pytest.raises(QuantizationError, match="step=fused"):
+        Mamba2LM.from_pretrained(tmp_path, quantize="int8", kernels=Kernels(step="fused"))
+    assert Mamba2LM.from_pretrained(tmp_path, quantize="none").quantization is None
