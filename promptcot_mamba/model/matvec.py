@@ -15,18 +15,22 @@ model/quantize.py, with its own kernel) through its own forward. `backend` is th
 product and logs which one it uses, "onednn" insists on it, "aten" never uses it. Results agree with
 `F.linear` to fp32 rounding (a different summation order), tests/model/test_model_decode.py.
 
-`project_rows(x, layer, backend)` is the same choice for many rows (prefill, scoring): on this CPU
-(avx512_bf16, no AMX) ATen's and oneDNN's bf16 GEMMs ran at 80-83 GFLOP/s on one thread against
-138-143 for fp32 (256 × 2560 × 10,576, the 2.7B in_proj), so a bf16 weight is widened to fp32 a block
-of rows at a time (the transient is one block, never a full fp32 copy) and multiplied by oneDNN's fp32
-GEMM: 113 ms against 171 at 256 rows. Below `UPCAST_ROWS` rows the widening costs more than it saves
-(1 row: 14 ms against 6), so short inputs keep `F.linear`. The result is rounded to the input's dtype,
-as bf16 GEMMs (which accumulate in fp32) do.
+`project_rows(x, layer, backend)` is the same choice for many rows (prefill, scoring). Whether a bf16
+GEMM is faster as it is or widened to fp32 depends on the CPU, so it is measured, once per process
+(`widening_pays`). On the first benchmark machine (avx512_bf16, no AMX) ATen's and oneDNN's bf16
+GEMMs ran at 80-83 GFLOP/s on one thread against 138-143 for fp32 (256 × 2560 × 10,576, the 2.7B
+in_proj), and the widened product took 113 ms against 171 at 256 rows; on a later one (an AMD EPYC,
+also avx512_bf16) bf16 prefill at 2.7B took 4.7 s widened against transformers' native 5.2 s, and fp32
+prefill 7.7 s (results/real-size-cpu.json), so the native bf16 GEMM won there. Widening goes a block
+of rows at a time (the transient is one block, never a full fp32 copy) into oneDNN's fp32 GEMM. Below
+`UPCAST_ROWS` rows the widening costs more than it saves (1 row: 14 ms against 6), so short inputs
+keep `F.linear`. The result is rounded to the input's dtype, as bf16 GEMMs (which accumulate in fp32) do.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +66,40 @@ def onednn_available() -> bool:
     return _onednn_ok
 
 
+_widen: bool | None = None  # widening_pays' answer, once per process (a fact about this CPU)
+PROBE = (256, 1024, 2048)  # rows, d_in, d_out of the timed product: 1 GFLOP, a few ms either way
+
+
+def widening_pays() -> bool:
+    """Whether a bf16 product of many rows runs faster with the weight widened to fp32 (oneDNN's
+    fp32 GEMM, `project_rows`) than as ATen's bf16 GEMM, on this CPU: both timed on one product of
+    `PROBE`'s shape (best of 3, interleaved), the first time a bf16 model runs many rows; logged."""
+    global _widen
+    if _widen is None:
+        if not onednn_available():
+            _widen = False
+            return _widen
+        rows, d_in, d_out = PROBE
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(rows, d_in, generator=g).to(torch.bfloat16)
+        w = torch.randn(d_out, d_in, generator=g).to(torch.bfloat16)
+        layer = nn.Linear(d_in, d_out, bias=False, dtype=torch.bfloat16)
+        with torch.no_grad():
+            layer.weight.copy_(w)
+        best = {True: float("inf"), False: float("inf")}
+        with torch.no_grad():
+            for _ in range(4):  # the first pass warms both paths up and is not counted
+                for widen in (True, False):
+                    t = time.perf_counter()
+                    _widened(x, layer) if widen else F.linear(x, w)
+                    best[widen] = min(best[widen], time.perf_counter() - t) if _ else best[widen]
+        _widen = best[True] < best[False]
+        log.info("matvec: bf16 products of many rows on CPU %s (a %d x %d x %d product: %.1f ms widened to "
+                 "fp32, %.1f ms in bf16)", "widen the weights to fp32" if _widen else "stay in bf16",
+                 rows, d_in, d_out, best[True] * 1e3, best[False] * 1e3)
+    return _widen
+
+
 def project(x: Tensor, layer: nn.Module, backend: str = "auto") -> Tensor:
     """x (b, d_in) → layer(x) (b, d_out) for the decode step: an `nn.Linear` through `linear` (the
     `backend` choice), any other layer (model/quantize.py's `Int8Linear`) through its own forward."""
@@ -76,13 +114,21 @@ UPCAST_BLOCK = 1024  # weight rows widened at a time (10 MB of fp32 at hidden 25
 
 def project_rows(x: Tensor, layer: nn.Module, backend: str = "auto") -> Tensor:
     """x (..., d_in) → layer(x) (..., d_out) for many rows at once (the forward/prefill projections):
-    bf16 weights are multiplied in fp32 on CPU inference (module docstring); everything else is the
-    layer's own forward. backend "aten" (kernels matvec=aten) always uses the layer's forward."""
+    bf16 weights are multiplied in fp32 on CPU inference where that is faster here (module docstring);
+    everything else is the layer's own forward. backend "aten" (kernels matvec=aten) always uses the
+    layer's forward, "onednn" always widens, "auto" asks `widening_pays`."""
     w = getattr(layer, "weight", None)
     if (backend == "aten" or not isinstance(layer, nn.Linear) or w.dtype != torch.bfloat16
             or x.device.type != "cpu" or x.dtype != torch.bfloat16 or torch.is_grad_enabled()
-            or x.numel() // x.shape[-1] < UPCAST_ROWS or not onednn_available()):
+            or x.numel() // x.shape[-1] < UPCAST_ROWS or not onednn_available()
+            or (backend == "auto" and not widening_pays())):
         return layer(x)
+    return _widened(x, layer)
+
+
+def _widened(x: Tensor, layer: nn.Linear) -> Tensor:
+    """`layer(x)` for a bf16 layer as fp32 GEMMs over widened blocks of its weight, rounded to bf16."""
+    w = layer.weight
     x2 = x.reshape(-1, x.shape[-1]).float()
     out = torch.empty(x2.shape[0], w.shape[0], dtype=torch.float32, device=x.device)
     buf = torch.empty(min(UPCAST_BLOCK, w.shape[0]), w.shape[1], dtype=torch.float32, device=x.device)

@@ -64,6 +64,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from promptcot_mamba.model.matvec import widening_pays
+
 log = logging.getLogger(__name__)
 
 METHODS = ("int8",)
@@ -166,9 +168,12 @@ class Int8Linear(nn.Module):
             y = torch.ops.aten._weight_int8pack_mm(x2.to(KERNEL_DTYPE).contiguous(), self.weight_int8, scales)
             y = y.to(x.dtype)
         else:
-            # on a CPU the GEMM runs in fp32 whatever x's dtype: fp32 GEMMs ran 1.6x as fast as bf16's
-            # here (model/matvec.py's project_rows), and s·q is exact in fp32
-            cdt = torch.float32 if x.device.type == "cpu" else x.dtype
+            # on a CPU the GEMM runs in fp32 (s·q is exact there) unless x is bf16 and this CPU's bf16
+            # GEMM beats its fp32 one (model/matvec.py's widening_pays: 1.6x slower on one benchmark
+            # machine, 2x faster on the next); s·q then takes one bf16 rounding, like a bf16 weight's
+            cdt = x.dtype
+            if x.device.type == "cpu" and (x.dtype != torch.bfloat16 or widening_pays()):
+                cdt = torch.float32
             xc = x2.to(cdt)
             y = torch.empty(x2.shape[0], self.out_features, dtype=cdt, device=x.device)  # (M, N)
             rows = max(1, DEQUANT_BLOCK // self.weight_int8.shape[1])

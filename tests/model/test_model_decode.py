@@ -61,16 +61,39 @@ def test_project_rows_widens_bf16_weights_and_equals_linear(bias, monkeypatch):
             calls = []
             real = matvec._onednn_linear
             monkeypatch.setattr(matvec, "_onednn_linear", lambda *a: calls.append(a[1].dtype) or real(*a))
-            matvec.project_rows(x, layer)
+            monkeypatch.setattr(matvec, "_widen", True)  # as if the probe found widening faster here
+            assert_close(matvec.project_rows(x, layer), exact, dtype=torch.bfloat16, reductions=48)
             assert calls == [torch.float32] * 3
             calls.clear()
             matvec.project_rows(x[:, :20], layer)  # 40 rows < UPCAST_ROWS: the layer's own bf16 GEMM
             matvec.project_rows(x, layer, "aten")
             assert calls == []
+            monkeypatch.setattr(matvec, "_widen", False)  # the probe found bf16 faster: auto stays in bf16
+            assert torch.equal(matvec.project_rows(x, layer), layer(x))
+            assert calls == []
+            matvec.project_rows(x, layer, "onednn")  # insisting on oneDNN widens whatever the probe says
+            assert calls == [torch.float32] * 3
     # autograd, fp32 and short inputs keep the layer's own forward
     xg = x.float().requires_grad_()
     lf = torch.nn.Linear(48, 70).float()
     assert matvec.project_rows(xg, lf).requires_grad
+
+
+def test_the_widening_probe_times_both_paths_once_and_logs_its_choice(monkeypatch, caplog):
+    """Whether widening bf16 weights pays is a fact about the CPU (it did on one benchmark machine,
+    not on the next): measured once per process, on a real product, and said in the log."""
+    if not matvec.onednn_available():
+        pytest.skip("oneDNN's linear does not run in this torch build: nothing to choose")
+    monkeypatch.setattr(matvec, "_widen", None)
+    monkeypatch.setattr(matvec, "PROBE", (64, 64, 96))  # small: the choice, not its speed, is tested here
+    timed = []
+    real = matvec._widened
+    monkeypatch.setattr(matvec, "_widened", lambda *a: timed.append(1) or real(*a))
+    with caplog.at_level("INFO", logger="promptcot_mamba.model.matvec"):
+        first = matvec.widening_pays()
+    assert isinstance(first, bool) and len(timed) == 4  # a warm-up and three timed passes
+    assert "bf16 products of many rows on CPU" in caplog.text and "64 x 64 x 96" in caplog.text
+    assert matvec.widening_pays() is first and len(timed) == 4  # once per process
 
 
 def test_kernels_reject_unknown_names_and_parse_specs():

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from promptcot_mamba import Mamba2LM
 from promptcot_mamba.common.tolerances import SSD_TERMS, UNIT_ROUNDOFF, assert_close, rel_err, rtol
 from promptcot_mamba.generate.tiny import build_tiny_model
+from promptcot_mamba.model import matvec
 from promptcot_mamba.model.kernels import Kernels
 from promptcot_mamba.model.quantize import (
     GEMV_ROWS,
@@ -40,10 +41,13 @@ def _copy(model: Mamba2LM) -> Mamba2LM:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("K", [64, 17, 40])  # 17, 40: not multiples of 16, which the op's bf16 path needs
 @pytest.mark.parametrize("rows", [1, 3, GEMV_ROWS + 5])  # the int8 op, and the dequantize-then-GEMM path
-def test_int8_linear_within_its_rounding_bound(dtype, K, rows):
+@pytest.mark.parametrize("widen", [True, False])  # that GEMM from bf16 in fp32 or in bf16 (matvec.widening_pays)
+def test_int8_linear_within_its_rounding_bound(dtype, K, rows, widen, monkeypatch):
     """Per element |w − s·q| ≤ s/2 with s = bf16(max|row|/127) (the scheme's bound, ~max|row|/254), so
     |y − x Wᵀ| ≤ (s/2)·Σ|x| per output, plus the bf16 rounding of the activations and of the result
-    on the int8 op's path (2 u(bf16) · Σ|w||x| + u(bf16) · |y|)."""
+    on the int8 op's path (2 u(bf16) · Σ|w||x| + u(bf16) · |y|); a bf16 GEMM's rounding of s·q fits in
+    the same terms."""
+    monkeypatch.setattr(matvec, "_widen", widen)
     g = torch.Generator().manual_seed(K * 100 + rows)
     lin = torch.nn.Linear(K, 70).to(dtype)
     with torch.no_grad():
