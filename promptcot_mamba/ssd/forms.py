@@ -161,7 +161,6 @@ class _IntraChunk(torch.autograd.Function):
         return g_acs, g_CB, g_xdt
 
 
-TRAINING_SCAN_MAX_EXPANDED = 1 << 23  # b·T·H·N elements up to which N > P still takes chunked_grad (below)
 
 
 def ssd_chunked(x, dt, A, B, C, D=None, initial_state=None, doc=None, chunk_size: int = 256):
@@ -172,15 +171,11 @@ def ssd_chunked(x, dt, A, B, C, D=None, initial_state=None, doc=None, chunk_size
     """
     b, T, H, P = x.shape
     # Training without documents or a carried state: one autograd Function with a written-out
-    # backward (ssd/chunked_grad.py; 16 vs 22 ms forward + backward at the demo's shape and T = 128,
-    # 26 vs 40 at T = 224, 1 thread). It expands B and C over the R heads of a group, (…, Q, N) per
-    # head, which costs more than it saves once that copy is large: at the 130M shape (N 128, P 64,
-    # T 2048, b 2: 12.6M elements) 500 vs 396 ms, while at T 1024 (6.3M) 144 vs 175 and at the
-    # demo's state 64 (b 32, T 256, H 8: 4.2M) 82 vs 96 (1 thread, 2026-12-01). So: N <= P, or an
-    # expanded copy of at most 2^23 elements. Under autocast the general path keeps the fp32
-    # handling below.
+    # backward (ssd/chunked_grad.py). Forward + backward, 1 thread, 2026-12-01: at the demo's shape
+    # (b 32, H 8, P 32, N 64) 33 ms at T 128 and 63 at T 256, and at the 130M shape (b 2, T 2048,
+    # N 128, P 64) 247 ms against 424 for this function's own autograd. Under autocast the general
+    # path keeps the fp32 handling below.
     if (T and doc is None and initial_state is None and (D is None or D.dim() == 1)
-            and (B.shape[-1] <= P or b * T * H * B.shape[-1] <= TRAINING_SCAN_MAX_EXPANDED)
             and torch.is_grad_enabled() and any(t.requires_grad for t in (x, dt, A, B, C) if t is not None)
             and not torch.is_autocast_enabled(x.device.type)):
         from promptcot_mamba.ssd.chunked_grad import ssd_chunked_autograd
