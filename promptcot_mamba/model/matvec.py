@@ -20,8 +20,8 @@ GEMM is faster as it is or widened to fp32 depends on the CPU, so it is measured
 (`widening_pays`). On the first benchmark machine (avx512_bf16, no AMX) ATen's and oneDNN's bf16
 GEMMs ran at 80-83 GFLOP/s on one thread against 138-143 for fp32 (256 × 2560 × 10,576, the 2.7B
 in_proj), and the widened product took 113 ms against 171 at 256 rows; on a later one (an AMD EPYC,
-also avx512_bf16) bf16 prefill at 2.7B took 4.7 s widened against transformers' native 5.2 s, and fp32
-prefill 7.7 s (results/real-size-cpu.json), so the native bf16 GEMM won there. Widening goes a block
+also avx512_bf16) the probe's product took 2.3 ms in bf16 against 4.8 ms widened, and bf16 prefill at
+2.7B went from 4.7 s widened to 3.2 s native (transformers: 4.7 s; results/real-size-cpu.json). Widening goes a block
 of rows at a time (the transient is one block, never a full fp32 copy) into oneDNN's fp32 GEMM. Below
 `UPCAST_ROWS` rows the widening costs more than it saves (1 row: 14 ms against 6), so short inputs
 keep `F.linear`. The result is rounded to the input's dtype, as bf16 GEMMs (which accumulate in fp32) do.
