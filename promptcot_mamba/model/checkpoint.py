@@ -371,11 +371,12 @@ def _check_memory(stored: dict[str, _Stored], dtype: torch.dtype, device: torch.
     for have, what in limits:
         if need > have:
             hints = []
-            as_stored = sum(t.numel * t.dtype.itemsize for t in stored.values())
-            if as_stored < need and not method:
-                hints.append(f"as stored (dtype='auto') {as_stored / GB:.3g} GB")
-            if not method:
-                hints.append(f"with int8 weights (--quantize int8) {_weight_bytes(stored, dtype, quantized) / GB:.3g} GB")
+            if not method:  # what the other choices would need
+                as_stored = sum(t.numel * t.dtype.itemsize for t in stored.values())
+                if as_stored < need:
+                    hints.append(f"as stored (dtype='auto') {as_stored / GB:.3g} GB")
+                int8 = _weight_bytes(stored, dtype, quantized)
+                hints.append(f"with int8 weights (--quantize int8) {int8 / GB:.3g} GB")
             name = str(dtype).removeprefix("torch.") + (f" with {method} weights" if method else "")
             raise CheckpointError(f"{source}: the weights need {need / GB:.3g} GB in {name}, have "
                                   f"{have / GB:.3g} GB ({what})" + "".join(f"; {h}" for h in hints))
@@ -420,23 +421,21 @@ def load_checkpoint(path_or_id: str | Path, *, dtype: torch.dtype | str | None =
     if head is not None and not _same_values(head, stored["backbone.embeddings.weight"]):
         raise CheckpointError(f"{folder}: config says tie_word_embeddings=true but lm_head.weight "
                               "differs from backbone.embeddings.weight")
-    if not method:
-        order = sorted(stored.items(), key=lambda kv: (str(kv[1].file), kv[1].offset))  # shard by shard
-        staging, maps = _staging(sum(t.numel for t in stored.values())), {}
-        return folder, config, {k: t.load(target, device, staging, maps) for k, t in order}
-    q.check_op(device)
-    if "lm_head.weight" not in stored:  # tied: the head's int8 copy is made from the embedding
-        stored["lm_head.weight"] = stored["backbone.embeddings.weight"]
-    order = sorted(stored.items(), key=lambda kv: (str(kv[1].file), kv[1].offset))
-    staging, out = _staging(sum(t.numel for t in stored.values())), {}
-    for k, t in order:
-        if k in shapes:
-            N, K = shapes[k]
+    staging = _staging(sum(t.numel for t in stored.values()))
+    maps: dict[Path, torch.Tensor] | None = {}
+    if method:
+        q.check_op(device)
+        maps = None  # kept tensors get memory of their own (see above)
+        if "lm_head.weight" not in stored:  # tied: the head's int8 copy is made from the embedding
+            stored["lm_head.weight"] = stored["backbone.embeddings.weight"]
+    out = {}
+    for k, t in sorted(stored.items(), key=lambda kv: (str(kv[1].file), kv[1].offset)):  # shard by shard
+        if method and k in shapes:
             name = k.removesuffix(".weight")
             blocks = ((i, block.to(device)) for i, block in t.row_blocks(staging))
-            out[f"{name}.weight_int8"], out[f"{name}.scales"] = q.quantize_blocks(blocks, N, K, device)
+            out[f"{name}.weight_int8"], out[f"{name}.scales"] = q.quantize_blocks(blocks, *shapes[k], device)
         else:
-            out[k] = t.load(target, device, staging, None)
+            out[k] = t.load(target, device, staging, maps)
     return folder, config, out
 
 

@@ -21,10 +21,11 @@ GEMM is faster as it is or widened to fp32 depends on the CPU, so it is measured
 GEMMs ran at 80-83 GFLOP/s on one thread against 138-143 for fp32 (256 × 2560 × 10,576, the 2.7B
 in_proj), and the widened product took 113 ms against 171 at 256 rows; on a later one (an AMD EPYC,
 also avx512_bf16) the probe's product took 2.3 ms in bf16 against 4.8 ms widened, and bf16 prefill at
-2.7B went from 4.7 s widened to 3.2 s native (transformers: 4.7 s; results/real-size-cpu.json). Widening goes a block
-of rows at a time (the transient is one block, never a full fp32 copy) into oneDNN's fp32 GEMM. Below
-`UPCAST_ROWS` rows the widening costs more than it saves (1 row: 14 ms against 6), so short inputs
-keep `F.linear`. The result is rounded to the input's dtype, as bf16 GEMMs (which accumulate in fp32) do.
+2.7B went from 4.7 s widened to 3.2 s native (transformers: 4.7 s; results/real-size-cpu.json).
+Widening goes a block of rows at a time (the transient is one block, never a full fp32 copy) into
+oneDNN's fp32 GEMM. Below `UPCAST_ROWS` rows the widening costs more than it saves (1 row: 14 ms
+against 6), so short inputs keep `F.linear`. The result is rounded to the input's dtype, as bf16 GEMMs
+(which accumulate in fp32) do.
 """
 
 from __future__ import annotations
@@ -88,11 +89,12 @@ def widening_pays() -> bool:
             layer.weight.copy_(w)
         best = {True: float("inf"), False: float("inf")}
         with torch.no_grad():
-            for _ in range(4):  # the first pass warms both paths up and is not counted
+            for rep in range(4):  # the first pass warms both paths up and is not counted
                 for widen in (True, False):
                     t = time.perf_counter()
                     _widened(x, layer) if widen else F.linear(x, w)
-                    best[widen] = min(best[widen], time.perf_counter() - t) if _ else best[widen]
+                    if rep:
+                        best[widen] = min(best[widen], time.perf_counter() - t)
         _widen = best[True] < best[False]
         log.info("matvec: bf16 products of many rows on CPU %s (a %d x %d x %d product: %.1f ms widened to "
                  "fp32, %.1f ms in bf16)", "widen the weights to fp32" if _widen else "stay in bf16",

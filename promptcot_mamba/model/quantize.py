@@ -218,11 +218,11 @@ def quantized_bytes(N: int, K: int) -> int:
     return N * padded_width(K) + N * KERNEL_DTYPE.itemsize
 
 
-def _freeze(model, method: str) -> None:
+def _freeze(model) -> None:
+    """Inference only: eval mode, no parameter requires grad."""
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    model.quantization = method
 
 
 def install_empty(model, method: str) -> None:
@@ -233,7 +233,8 @@ def install_empty(model, method: str) -> None:
         lin = getattr(parent, attr)
         bias = None if lin.bias is None else lin.bias.dtype
         setattr(parent, attr, Int8Linear.empty(lin.out_features, lin.in_features, bias_dtype=bias))
-    _freeze(model, method)
+    _freeze(model)
+    model.quantization = method
 
 
 def weight_bytes(model: nn.Module) -> int:
@@ -285,7 +286,7 @@ def quantize_model(model, method: str = "int8"):
         raise QuantizationError(f"cannot quantize: expected nn.Linear at {', '.join(bad)}")
     check_op(model.lm_head.weight.device)
     before = weight_bytes(model)
-    _freeze(model, None)
+    _freeze(model)
     for parent, attr in targets:
         # the Linear (and, untied, its weight) is dropped here: each layer's full-precision weight is
         # freed as soon as its int8 copy exists, so the peak is the model plus one layer's int8 copy
