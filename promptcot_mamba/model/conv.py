@@ -85,41 +85,51 @@ class _ShiftConv(torch.autograd.Function):
     def forward(ctx, ext: Tensor, w: Tensor, bias: Tensor | None, masks: Tensor | None) -> Tensor:
         K = w.shape[1]
         T = ext.shape[1] - (K - 1)
+        # taps as contiguous rows: w[:, k] is a stride-K vector, and broadcasting it over (b, T, C)
+        # took 5.7x as long per pass (2.0 vs 0.35 ms for the four taps at b 16, T 128, C 384, 1 thread)
+        wt = w.t().contiguous()  # (K, C)
         # the last tap is never masked (an output always shares its own input's document)
-        out = ext[:, K - 1:] * w[:, K - 1]
+        out = ext[:, K - 1:] * wt[K - 1]
         if bias is not None:
             out += bias
         for k in range(K - 1):
             tap = ext[:, k:k + T]
-            out.addcmul_(tap * masks[k] if masks is not None else tap, w[:, k])
-        ctx.save_for_backward(ext, w, masks)
+            out.addcmul_(tap * masks[k] if masks is not None else tap, wt[k])
+        ctx.save_for_backward(ext, wt, masks)
         return out
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        ext, w, masks = ctx.saved_tensors
-        K = w.shape[1]
+        ext, wt, masks = ctx.saved_tensors
+        K = wt.shape[0]
         T = ext.shape[1] - (K - 1)
         g = g.contiguous()
         need_ext, need_w, need_bias = ctx.needs_input_grad[:3]
         g_ext = gw = gbias = None
-        acc = torch.promote_types(ext.dtype, torch.float32)  # bf16 products, summed in fp32
         if need_ext:
             g_ext = torch.empty_like(ext)
             g_ext[:, :K - 1].zero_()  # only the K-1 leading positions are left unwritten by the last tap
-            torch.mul(g, w[:, K - 1], out=g_ext[:, K - 1:])
+            torch.mul(g, wt[K - 1], out=g_ext[:, K - 1:])
         if need_w:
-            gw = torch.empty_like(w)
-            gw[:, K - 1] = (g * ext[:, K - 1:]).sum((0, 1), dtype=acc)
-        for k in range(K - 1):
-            gk = g * masks[k] if masks is not None else g
-            if need_ext:
-                g_ext[:, k:k + T].addcmul_(gk, w[:, k])
+            gw = torch.empty_like(wt)  # (K, C), returned as (C, K)
+        for k in range(K):
+            gk = g * masks[k] if masks is not None and k < K - 1 else g
+            if need_ext and k < K - 1:
+                g_ext[:, k:k + T].addcmul_(gk, wt[k])
             if need_w:
-                gw[:, k] = (gk * ext[:, k:k + T]).sum((0, 1), dtype=acc)
+                gw[k] = _tap_dot(gk, ext[:, k:k + T])
         if need_bias:  # False when bias is None
             gbias = g.sum((0, 1))
-        return g_ext, gw, gbias, None
+        return g_ext, gw.t() if gw is not None else None, gbias, None
+
+
+def _tap_dot(g: Tensor, tap: Tensor) -> Tensor:
+    """Σ_{b,t} g ∘ tap per channel, (b, T, C) → (C,). In fp32 a dot over T then a sum over b: 8x
+    faster than a product tensor reduced over (b, T) (0.49 vs 3.9 ms for four taps at b 16, T 128,
+    C 384, 1 thread); bf16 products are summed in fp32."""
+    if g.dtype == torch.float32:
+        return torch.linalg.vecdot(g, tap, dim=1).sum(0)
+    return (g * tap).sum((0, 1), dtype=torch.promote_types(g.dtype, torch.float32))
 
 
 def causal_conv(xBC: Tensor, weight: Tensor, bias: Tensor | None, prev: Tensor | None,

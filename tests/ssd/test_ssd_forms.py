@@ -104,6 +104,25 @@ def test_training_scan_matches_quadratic_values_and_gradients(b, T, G, R, P, N, 
         assert rel_err(gc, gq) <= tol
 
 
+def test_training_scan_gradients_when_only_the_outputs_have_a_loss():
+    """Training's case: no gradient reaches the final state (backward gets None for it), and the
+    recurrence's backward starts from zeros."""
+    from promptcot_mamba.ssd.chunked_grad import ssd_chunked_autograd
+
+    x, dt, A, B, C, D, _, _ = make_inputs(3, 2, 100, 4, 8, 1, 16, with_D=True)
+    leaves = [x, dt, A, B, C, D]
+
+    def grads(fast):
+        xs = [t.detach().clone().requires_grad_(True) for t in leaves]
+        y, _ = ssd_chunked_autograd(*xs, 32) if fast else ssd(*xs, backend="quadratic")
+        (y * torch.randn(y.shape, generator=torch.Generator().manual_seed(2))).sum().backward()
+        return [t.grad for t in xs]
+
+    tol = rtol(torch.float32, 2 * 100 * 4 * 8 * 16)  # the longest gradient sum, as above
+    for gq, gc in zip(grads(False), grads(True)):
+        assert rel_err(gc, gq) <= tol
+
+
 def test_training_scan_is_the_path_autograd_takes(monkeypatch):
     """The fast path is chosen by the inputs, not a flag: with autograd and no documents or h0."""
     from promptcot_mamba.ssd import chunked_grad
