@@ -44,6 +44,19 @@ def test_values_and_gradients_match_reference(K, T, with_prev, with_doc, with_bi
         assert_close(a, b, reductions=2 * T * K)  # a weight's gradient sums over batch × T × taps
 
 
+@pytest.mark.parametrize("with_doc", [False, True])
+def test_fp32_gradients_take_the_dot_path_and_match_float64(with_doc):
+    """fp32 is what training runs; its weight gradient is a dot over T (conv.py `_tap_dot`), which
+    the float64 tests above never reach."""
+    x, w, bias, prev, doc = _inputs(11, 3, 40, 24, 4, False, with_doc, True)
+    go = torch.randn(3, 40, 24, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ref = torch.autograd.grad((causal_conv_ref(x, w, bias, prev, doc)[0] * go).sum(), [x, w, bias])
+    x32, w32, b32 = (t.detach().float().requires_grad_() for t in (x, w, bias))
+    got = torch.autograd.grad((causal_conv(x32, w32, b32, None, doc)[0] * go.float()).sum(), [x32, w32, b32])
+    for a, b in zip(got, ref):
+        assert_close(a.double(), b, dtype=torch.float32, reductions=3 * 40)  # sums over batch × T
+
+
 def test_gradcheck_of_the_function_with_document_masks():
     x, w, bias, prev, doc = _inputs(7, 2, 9, 3, 4, True, True, True)
     K = 4
