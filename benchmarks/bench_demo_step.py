@@ -10,8 +10,8 @@ chosen so the parameter counts match), each wrapped in the trainer's `SFTObjecti
 its LM head at labelled positions only, the Llama on every position, exactly as in training) and
 stepped as the trainer steps: loss → backward → clip_grad_norm_ → fused AdamW → zero_grad.
 
-The batches are random tokens at the demo's shapes: 32 rows padded to 128 (phase 1) or 224 (phase
-2) positions, row lengths uniform in [0.6·T, T] (one row at T), the first ~40% of each row prompt
+The batches are random tokens at the demo's shapes: the preset's rows per step (its global batch;
+`--batch` for another) padded to 128 (phase 1) or 224 (phase 2) positions, row lengths uniform in [0.6·T, T] (one row at T), the first ~40% of each row prompt
 (unlabelled), the rest labelled; the demo's rows are 100-220 tokens of which the worked solution
 is the larger part. One torch thread, as the demo runs each model in its own single-thread process.
 
@@ -138,10 +138,20 @@ def _summary(xs: list[float]) -> dict:
     return {"median": statistics.median(xs), "min": min(xs), "all": xs}
 
 
-def run(rounds: int, steps: int, lengths) -> dict:
+def preset_rows(recipe) -> int:
+    """Rows of one micro-batch in the preset's training: its phases' global batch, capped by
+    micro_batch (the trainer's split)."""
+    rows = {min(ph.global_batch, recipe.run.micro_batch) for ph in recipe.phases}
+    if len(rows) != 1:
+        raise SystemExit(f"the preset's phases step different batches {sorted(rows)}: pass --batch")
+    return rows.pop()
+
+
+def run(rounds: int, steps: int, lengths, batch: int | None = None) -> dict:
     mamba, llama, recipe = demo_models()
     steppers = {"mamba2": Stepper(mamba, recipe), "llama": Stepper(llama, recipe)}
-    batches = {T: demo_batch(T) for T in lengths}
+    rows = batch or preset_rows(recipe)
+    batches = {T: demo_batch(T, rows) for T in lengths}
     for T in lengths:  # warm-up: first calls allocate and pick kernels
         for s in steppers.values():
             s.timed(batches[T], 2)
@@ -177,6 +187,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--steps", type=int, default=3, help="steps per model per round")
     ap.add_argument("--lengths", default=",".join(map(str, LENGTHS)))
+    ap.add_argument("--batch", type=int, default=None, help="rows per step (default: the preset's global batch)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the demo runs 1 per process)")
     ap.add_argument("--label", default="current", help="key of this run in the JSON (other keys are kept)")
     ap.add_argument("--note", default="", help="what this run measures (the code state), stored with it")
@@ -188,11 +199,12 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     if args.profile or args.profile_llama:
         mamba, llama, recipe = demo_models()
-        profile(Stepper(llama if args.profile_llama else mamba, recipe), demo_batch(args.length))
+        profile(Stepper(llama if args.profile_llama else mamba, recipe),
+                demo_batch(args.length, args.batch or preset_rows(recipe)))
         return 0
     lengths = [int(t) for t in args.lengths.split(",")]
     load0 = os.getloadavg()
-    result = run(args.rounds, args.steps, lengths)
+    result = run(args.rounds, args.steps, lengths, args.batch)
     result.update({"date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "note": args.note,
                    "rounds": args.rounds, "steps_per_round": args.steps, "loadavg_at_start": load0,
                    "loadavg_at_end": os.getloadavg()})

@@ -68,8 +68,9 @@ def concept_names(concepts: Sequence[str]) -> list[str]:
 class ProceduralClient:
     """`LLMClient` for the arithmetic domain; see the module docstring for what each stage gets."""
 
-    def __init__(self, name: str = "procedural-arithmetic"):
+    def __init__(self, name: str = "procedural-arithmetic", *, restate: bool = False):
         self.name = name
+        self.restate = restate  # one-step solutions restate their operation too (Problem.reasoning)
         self.calls: dict[str, int] = {}
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Generation]]:
@@ -100,7 +101,7 @@ class ProceduralClient:
         if stage == "judge":
             return self._judge(meta)
         if stage == "solutions":
-            return self._solution(meta, completion)
+            return self._solution(meta, completion, self.restate)
         raise ValueError(f"no procedural answer for this stage (metadata: {sorted(meta)})")
 
     @staticmethod
@@ -162,8 +163,8 @@ class ProceduralClient:
         return "\n".join(lines + [f"Final Judgement: {verdict}"])
 
     @staticmethod
-    def _solution(meta: dict, completion: bool) -> str:
+    def _solution(meta: dict, completion: bool, restate: bool) -> str:
         p = parse_problem(meta["problem"])
-        sol = p.solution()  # "<think>\n…\n</think>\n\nThe answer is \\boxed{…}."
+        sol = p.solution(restate=restate)  # "<think>\n…\n</think>\n\nThe answer is \\boxed{…}."
         # completion mode: the paper's prompt already ends with "<think>\n"
         return sol[len("<think>\n"):] if completion else sol

@@ -86,7 +86,7 @@ def _stage_row(name: str, manifest: dict) -> dict:
 
 
 def build_curriculum(splits: Splits, out_dir: str | Path, *, seed: int, n_composed: int, n_seeds: int = 48,
-                     n_combos: int = 16, progress: bool = True) -> CurriculumResult:
+                     n_combos: int = 16, restate: bool = False, progress: bool = True) -> CurriculumResult:
     """Synthesize both phases' SFT files under out_dir (synth/ holds every stage's records); the
     decontamination stage runs when the benchmark folder is present."""
     from promptcot_mamba.synth.config import SynthConfig
@@ -99,7 +99,7 @@ def build_curriculum(splits: Splits, out_dir: str | Path, *, seed: int, n_compos
     cfg_dict = synth_config(seed, n_combos=n_combos)
     use_decontam = _benchmarks_available()
     cfg = SynthConfig.from_dict(cfg_dict)
-    client = ProceduralClient()
+    client = ProceduralClient(restate=restate)
     clients = {"extractor": client, "generator": client, "judges": [client], "teacher": client, "tests": client}
     stages: list[dict] = []
 

@@ -17,7 +17,11 @@ about the inner steps: the recall across a reasoning trace that issue 15's error
 
 Every worked solution is written in the paper's layout: the reasoning inside `<think> … </think>`,
 then the final answer in `\\boxed{}`. The steps are digit-level so each token depends on a handful
-of earlier ones — what a few-hundred-thousand-parameter model can learn in minutes.
+of earlier ones — what a few-hundred-thousand-parameter model can learn in minutes. Each step's
+block opens with `step j a OP b`; a one-step solution does too when the preset asks for it
+(`data.restate`). Restating the statement's numbers before reading their digits cut the wrong
+samples that misread the statement (validation, same steps): Mamba-2 after phase 1 from 64 to 5 of
+200, the Llama after both phases from 150 to 9 (demo/recipes/sweeps/restate.md).
 
 Everything is a pure function of a seed (`random.Random(seed)`): the same seed gives the same
 problems, solutions and splits, and held-out sets are disjoint from the training sets by problem
@@ -157,9 +161,11 @@ class Problem:
     def gold(self) -> str:
         return str(self.answer)
 
-    def reasoning(self) -> str:
-        """The text inside `<think> … </think>`."""
-        if len(self.steps) == 1:
+    def reasoning(self, *, restate: bool = False) -> str:
+        """The text inside `<think> … </think>`. A composed problem heads each step's block with
+        `step j a OP b`; with `restate` a one-step problem does too, so the solver restates the
+        statement's numbers before reading their digits, and phase 1 writes the layout phase 2 extends."""
+        if len(self.steps) == 1 and not restate:
             s = self.steps[0]
             return "\n".join(column_steps(CONCEPTS[s.concept].symbol, s.a, s.b))
         out = []
@@ -168,10 +174,10 @@ class Problem:
             out.extend(column_steps(CONCEPTS[s.concept].symbol, s.a, s.b))
         return "\n".join(out)
 
-    def solution(self) -> str:
+    def solution(self, *, restate: bool = False) -> str:
         """The assistant turn in the paper's layout (docs/formats.md, "SFT records"): think block,
         then the boxed answer."""
-        return f"<think>\n{self.reasoning()}\n</think>\n\nThe answer is \\boxed{{{self.answer}}}."
+        return f"<think>\n{self.reasoning(restate=restate)}\n</think>\n\nThe answer is \\boxed{{{self.answer}}}."
 
 
 def _operands(rng: random.Random, c: Concept) -> tuple[int, int]:

@@ -2,7 +2,8 @@
 
 The demo's worked solutions are checkable line by line (demo/domain.py): a composed problem's
 reasoning is a block per step, headed `step j a OP b`, ending with the line `a OP b = r`; a
-foundational one is a single block without the header. A wrong sample is put in the first of these
+foundational one is a single block, headed the same way with the preset's `data.restate` and
+without a header otherwise (its operands are then read from the result line). A wrong sample is put in the first of these
 classes that fits, reading its steps in order against the true ones:
 
     no answer           no `\\boxed{}` after `</think>` (a truncated or unfinished completion)
@@ -79,6 +80,7 @@ def _operands_and_result(block: list[str]) -> tuple[tuple[int, str, int] | None,
 def classify(problem: Problem, completion: str) -> ErrorClass:
     """The class of a wrong completion of `problem` (see the module docstring)."""
     think, sep, after = completion.partition("</think>")
+    think = think.split("<think>")[-1]  # the think tag is in the completion unless the prompt prefilled it
     boxed = _BOXED.findall(after) if sep else []
     if not boxed:
         return ErrorClass(NO_ANSWER, "no \\boxed{} after </think>" if sep else "no </think>: unfinished")

@@ -157,7 +157,7 @@ def synthesize_data(d: DataSettings, folder: Path, *, seed: int, progress: bool)
     splits = make_splits(seed, n_train_foundational=d.train_foundational, n_train_composed=0,
                          n_test_foundational=d.test_foundational, n_test_composed=d.test_composed)
     cur = build_curriculum(splits, folder, seed=seed, n_composed=d.composed, n_seeds=d.seeds, n_combos=d.combos,
-                           progress=progress)
+                           restate=d.restate, progress=progress)
     write_replay(folder, d.replay)
     held_out = {"foundational": tuple(splits.test_foundational), "composed": tuple(splits.test_composed)}
     for name, problems in held_out.items():

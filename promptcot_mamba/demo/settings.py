@@ -8,6 +8,16 @@ output folder.
 
 Every default lives on its field below; a field the preset does not know (a typo) is an error that
 names the field and the file, like any other bad value (common/config.py).
+
+A preset may be written as another one plus changes, in the sweep files' dotted form:
+
+    extends: default
+    name: composed
+    description: …
+    set: {recipe.phases.1.steps: 1920}
+
+Its own top-level fields (name, description, chosen_by, …) replace the parent's; `set` is applied to
+the parent's fields, which may extend another preset in turn.
 """
 
 from __future__ import annotations
@@ -28,7 +38,8 @@ from promptcot_mamba.common.config import (
     NonNegInt,
     PosInt,
     Shipped,
-    load_config,
+    apply_overrides,
+    load_yaml,
     validate_config,
 )
 
@@ -49,6 +60,9 @@ class DataSettings(ConfigModel):
     # 256 byte tokens + the 5 special tokens of demo/tokenizer_builder.py, at least
     tokenizer_vocab: Annotated[Int, Field(ge=261)] = 384
     replay: Fraction = 0.25  # share of phase 1 pairs replayed in phase 2 (the first ones: a fixed choice)
+    # one-step solutions open with `step 1 a OP b` as composed ones do (Problem.reasoning): the teacher
+    # restates the statement's numbers before reading their digits
+    restate: bool = False
 
 
 class EvalSettings(ConfigModel):
@@ -140,9 +154,35 @@ class DemoSettings(ConfigModel):
             raise SettingsError(f"demo preset {str(preset)!r} not found (shipped: {', '.join(PRESETS.names())})") \
                 from None
         with _settings_errors():
-            settings = load_config(cls, path, context={"source": str(path)})
+            raw = _read_preset(path)
+            settings = validate_config(cls, raw, source=str(path), context={"source": str(path)})
             settings._check_recipe()
         return settings
+
+
+def _read_preset(path: Path, chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The preset file's fields, with `extends` / `set` resolved (module docstring)."""
+    raw = load_yaml(path)
+    if not isinstance(raw, dict):
+        raise SettingsError(f"{path}: a preset is a mapping of fields, got {type(raw).__name__}")
+    parent, changes = raw.pop("extends", None), raw.pop("set", None)
+    if parent is None:
+        if changes is not None:
+            raise SettingsError(f"{path}: `set` changes another preset: name it with `extends: <preset>`")
+        return raw
+    if str(path.resolve()) in chain:
+        raise SettingsError(f"{path}: `extends` loops ({' -> '.join((*chain, str(path.resolve())))})")
+    try:
+        parent_path = PRESETS.find(parent)
+    except ConfigError:
+        raise SettingsError(f"{path}: extends {parent!r}, which is not a file or a shipped preset "
+                            f"(shipped: {', '.join(PRESETS.names())})") from None
+    if changes is not None and not isinstance(changes, dict):
+        raise SettingsError(f"{path}: `set` must map dotted fields to values, got {type(changes).__name__}")
+    base = apply_overrides(_read_preset(parent_path, (*chain, str(path.resolve()))), changes or {},
+                           source=str(path))
+    base.pop("name", None)  # the child is its own preset: its name, else its file's
+    return {**base, **raw}
 
 
 @contextmanager

@@ -40,6 +40,15 @@ def test_every_solution_reaches_the_exact_answer(kind):
         assert parse_problem(p.problem).answer == p.answer
 
 
+def test_restate_heads_one_step_solutions_and_leaves_composed_ones_alone():
+    f = parse_problem("Compute 98 - 84.")
+    plain, restated = f.reasoning().splitlines(), f.reasoning(restate=True).splitlines()
+    assert plain[0].startswith("ones ") and restated[0] == "step 1 98-84" and restated[1:] == plain
+    assert f.solution(restate=True).endswith("\\boxed{14}.")
+    c = parse_problem("Compute (5 * 99) + 53.")  # composed solutions are headed either way
+    assert c.solution(restate=True) == c.solution() and c.reasoning().splitlines()[0] == "step 1 5*99"
+
+
 def test_column_steps_digits_are_right():
     rng = random.Random(0)
     for _ in range(500):
@@ -164,6 +173,11 @@ def test_procedural_client_answers_parse_with_the_synth_parsers():
     out = check_sample(gens[0].text, "math", prefilled_think=True)
     assert out["final"] == str(parse_problem(problem).answer)
 
+    one = "Compute 6 * 64."
+    req = GenerationRequest(prompt="x", metadata={"stage": "solutions", "problem": one})
+    assert ProceduralClient(restate=True).generate([req])[0][0].text.startswith("step 1 6*64\nones ")
+    assert client.generate([req])[0][0].text.startswith("ones ")  # completion mode: after "<think>\n"
+
     bad = client.generate([GenerationRequest(prompt="x", metadata={"stage": "nope"})])[0][0]
     assert not bad.ok and "stage" in bad.error
 
@@ -269,9 +283,9 @@ def test_report_writes_tables_and_plots(tmp_path):
 
 
 def test_shipped_presets_load_and_bad_ones_name_the_field():
-    from promptcot_mamba.demo.settings import DemoSettings, SettingsError
+    from promptcot_mamba.demo.settings import PRESETS, DemoSettings, SettingsError
 
-    for name in ("default", "quick"):
+    for name in PRESETS.names():
         s = DemoSettings.load(name)
         assert s.eval.samples >= 2 and len(s.recipe["phases"]) == 2
     raw = DemoSettings.load("quick").model_dump(mode="json")
@@ -304,6 +318,34 @@ def test_a_preset_gets_the_field_defaults_and_its_file_name(tmp_path):
     assert (s.eval.temperature, s.eval.top_p) == (0.5, 0.95)
     assert s.efficiency.lengths == (8, 32) and s.efficiency.batch == 4
     assert (s.run.threads, s.run.workers) == (1, 2) and s.baseline.match_parameters is True
+
+
+def test_a_preset_can_extend_another_with_dotted_changes(tmp_path):
+    from promptcot_mamba.demo.settings import DemoSettings, SettingsError
+
+    (tmp_path / "mine.yaml").write_text(_MINIMAL_PRESET)
+    child = tmp_path / "longer.yaml"
+    child.write_text(f"extends: {tmp_path / 'mine.yaml'}\ndescription: more steps\n"
+                     "set: {recipe.phases.0.steps: 7, data.restate: true}\n")
+    base, s = DemoSettings.load(tmp_path / "mine.yaml"), DemoSettings.load(child)
+    assert s.name == "longer" and s.description == "more steps"
+    assert s.recipe["phases"][0]["steps"] == 7 and base.recipe["phases"][0]["steps"] == 2
+    assert s.data.restate and not base.data.restate
+    assert s.model_dump(exclude={"name", "description", "data", "recipe"}) == \
+        base.model_dump(exclude={"name", "description", "data", "recipe"})
+    # a grandchild, and the shipped presets by name
+    (tmp_path / "again.yaml").write_text(f"extends: {child}\nset: {{seed: 5}}\n")
+    assert DemoSettings.load(tmp_path / "again.yaml").recipe["phases"][0]["steps"] == 7
+    # what goes wrong names the file: a typo in a dotted field, a loop, `set` alone, a missing parent
+    cases = {"typo.yaml": ("extends: default\nset: {data.restat: true}\n", r"data\.restat"),
+             "loop.yaml": (f"extends: {tmp_path / 'loop.yaml'}\n", "loops"),
+             "alone.yaml": ("set: {seed: 1}\n", "extends"),
+             "orphan.yaml": ("extends: no-such-preset\n", "not a file or a shipped preset")}
+    for name, (text, match) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(SettingsError, match=match) as err:
+            DemoSettings.load(tmp_path / name)
+        assert name in str(err.value)
 
 
 @pytest.mark.parametrize("edit, field", [

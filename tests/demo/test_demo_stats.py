@@ -106,6 +106,11 @@ def test_classifier_step_one_wrong():
     g = parse_problem("Compute 27 + 63.")
     seen = "ones 7+3+0=10 carry 1\ntens 2+5+1=8 carry 0\n27+59=87\n</think>\n\nThe answer is \\boxed{87}."
     assert errors.classify(g, seen).kind == errors.STEP1_OPERAND
+    # with data.restate a one-step solution is headed too: the header names the operands it read
+    restated = g.solution(restate=True)
+    assert errors.classify(g, restated.replace("step 1 27+63", "step 1 27+59")).kind == errors.STEP1_OPERAND
+    misread = restated.replace("tens 2+6+1=9", "tens 2+5+1=8").replace("27+63=90", "27+63=80")
+    assert errors.classify(g, misread.replace("{90}", "{80}")).kind == errors.STEP1_ARITHMETIC
 
 
 def test_classifier_copied_wrong_operand_as_in_the_issue():
