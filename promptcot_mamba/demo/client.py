@@ -101,7 +101,7 @@ class ProceduralClient:
         if stage == "judge":
             return self._judge(meta)
         if stage == "solutions":
-            return self._solution(meta, completion, self.restate)
+            return self._solution(meta, completion)
         raise ValueError(f"no procedural answer for this stage (metadata: {sorted(meta)})")
 
     @staticmethod
@@ -162,9 +162,8 @@ class ProceduralClient:
         lines = [f"{c}: {r.capitalize()} - {why}" for c, r in ratings.items()]
         return "\n".join(lines + [f"Final Judgement: {verdict}"])
 
-    @staticmethod
-    def _solution(meta: dict, completion: bool, restate: bool) -> str:
+    def _solution(self, meta: dict, completion: bool) -> str:
         p = parse_problem(meta["problem"])
-        sol = p.solution(restate=restate)  # "<think>\n…\n</think>\n\nThe answer is \\boxed{…}."
+        sol = p.solution(restate=self.restate)  # "<think>\n…\n</think>\n\nThe answer is \\boxed{…}."
         # completion mode: the paper's prompt already ends with "<think>\n"
         return sol[len("<think>\n"):] if completion else sol
