@@ -21,6 +21,16 @@ inflates less than wall time; wall is recorded too. Rounds interleave the two mo
 ratio is taken per round, and the median and the min over rounds are reported. Two warm-up steps
 per model and length are excluded. `--label` files the run under that key of the JSON, keeping the
 other keys (e.g. "before" and "after" a change).
+
+The process runs under the demo workers' allocator settings (demo/pipeline.py `WORKER_MALLOC`; it
+re-executes itself with them unless they are set or `--system-malloc` is given), as the demo trains.
+
+Against the hardware floor, measured in the same run: single-thread GEMM FLOP/s (a 1024³ product and
+the in_proj's shape) and memory bandwidth (a copy far larger than the caches). Each model's step is
+counted once outside the timing: its matmul FLOPs (torch.utils.flop_counter; SDPA counted dense, and
+halved for the causal kernel, which skips the blocks above the diagonal) and its aten calls (views
+apart). `matmul_floor_s` is those FLOPs at the measured GEMM rate; `rest_s`, the step's CPU-seconds
+beyond it, is what elementwise passes and per-op overhead cost. `--plot` draws both per length.
 """
 
 from __future__ import annotations
@@ -134,6 +144,68 @@ def profile(stepper: Stepper, batch, rows: int = 30) -> None:
     print(p.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
+def hardware_floor() -> dict:
+    """This thread's GEMM rate (GFLOP/s, best of 5) at 1024³ and at the in_proj's shape (the preset's
+    rows × 128 tokens, hidden 128 → 648), and copy bandwidth (GB/s read + written) over 256 MB."""
+
+    def best(fn, reps: int = 5) -> float:
+        fn()
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    x, w = torch.randn(16 * 128, 128), torch.randn(128, 648)
+    src = torch.empty(1 << 26)  # 256 MB of fp32
+    src.fill_(1.0)
+    dst = torch.empty_like(src)
+    return {"gemm_gflops_1024": 2 * 1024 ** 3 / best(lambda: a @ b) / 1e9,
+            "gemm_gflops_in_proj": 2 * x.shape[0] * 128 * 648 / best(lambda: x @ w, 20) / 1e9,
+            "copy_gb_s": 2 * src.numel() * 4 / best(lambda: dst.copy_(src)) / 1e9}
+
+
+def _cpu_flash_formulas() -> None:
+    """FLOP formulas for the CPU flash-attention ops (torch registers the CUDA ones only)."""
+    from torch.utils import flop_counter as fc
+
+    aten = torch.ops.aten
+    ops = ((aten._scaled_dot_product_flash_attention_for_cpu, lambda q, k, v, *a, out_val=None, **kw:
+            fc.sdpa_flop_count(q.shape, k.shape, v.shape)),
+           (aten._scaled_dot_product_flash_attention_for_cpu_backward, lambda g, q, k, v, *a, out_val=None, **kw:
+            fc.sdpa_backward_flop_count(g.shape, q.shape, k.shape, v.shape)))
+    for op, formula in ops:
+        if op not in fc.flop_registry:
+            fc.register_flop_formula(op, get_raw=True)(formula)
+
+
+def step_counts(stepper: Stepper, batch) -> dict:
+    """One step's matmul FLOPs (GFLOP: all, of which SDPA dense) and aten calls (all, non-view)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    _cpu_flash_formulas()
+
+    class Calls(TorchDispatchMode):
+        n = compute = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.n += 1
+            self.compute += not func.is_view
+            return func(*args, **(kwargs or {}))
+
+    with FlopCounterMode(display=False) as flops:
+        stepper.step(batch)
+    with Calls() as calls:
+        stepper.step(batch)
+    per_op = flops.get_flop_counts().get("Global", {})
+    sdpa = sum(v for k, v in per_op.items() if "scaled_dot_product" in str(k))
+    return {"matmul_gflop": flops.get_total_flops() / 1e9, "sdpa_gflop_dense": sdpa / 1e9,
+            "aten_calls": calls.n, "aten_calls_non_view": calls.compute}
+
+
 def _summary(xs: list[float]) -> dict:
     return {"median": statistics.median(xs), "min": min(xs), "all": xs}
 
@@ -152,9 +224,12 @@ def run(rounds: int, steps: int, lengths, batch: int | None = None) -> dict:
     steppers = {"mamba2": Stepper(mamba, recipe), "llama": Stepper(llama, recipe)}
     rows = batch or preset_rows(recipe)
     batches = {T: demo_batch(T, rows) for T in lengths}
+    floor = hardware_floor()
+    counts = {}
     for T in lengths:  # warm-up: first calls allocate and pick kernels
-        for s in steppers.values():
+        for name, s in steppers.items():
             s.timed(batches[T], 2)
+            counts[name, T] = step_counts(s, batches[T])
     cpu = {(m, T): [] for m in steppers for T in lengths}
     wall = {(m, T): [] for m in steppers for T in lengths}
     ratio = {T: [] for T in lengths}
@@ -169,17 +244,55 @@ def run(rounds: int, steps: int, lengths, batch: int | None = None) -> dict:
             ratio[T].append(med["mamba2"] / med["llama"])
             print(f"round {r + 1}/{rounds} T={T}: mamba2 {med['mamba2'] * 1e3:.0f} ms  llama "
                   f"{med['llama'] * 1e3:.0f} ms CPU/step  ratio {ratio[T][-1]:.2f}", flush=True)
-    out = {}
+    out = {"hardware_floor": floor}
     for T in lengths:
+        steps = {}
+        for m in steppers:
+            c = counts[m, T]
+            gflop = c["matmul_gflop"] - c["sdpa_gflop_dense"] / 2  # the causal kernel's share
+            median = statistics.median(cpu[m, T])
+            steps[m] = {**c, "matmul_gflop_causal": gflop,
+                        "matmul_floor_s": gflop / floor["gemm_gflops_in_proj"],
+                        "rest_s": median - gflop / floor["gemm_gflops_in_proj"],
+                        "achieved_gflops": gflop / median}
         out[str(T)] = {
             "batch": list(batches[T][0].shape), "labelled_positions": int(batches[T][3].numel()),
             "cpu_s_per_step": {m: _summary(cpu[m, T]) for m in steppers},
             "wall_s_per_step": {m: _summary(wall[m, T]) for m in steppers},
             "ratio_mamba2_over_llama_cpu": _summary(ratio[T]),
+            "step": steps,
         }
     out["params"] = {m: sum(p.numel() for p in {id(p): p for p in s.model.parameters()}.values())
                      for m, s in steppers.items()}
     return out
+
+
+def plot(result: dict, lengths, path: Path, label: str) -> None:
+    """Per length, each model's CPU-seconds per step split into its matmul floor and the rest."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("no plot: matplotlib is missing (pip install 'promptcot-mamba[plot]')")
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (m, colour) in enumerate((("mamba2", "tab:blue"), ("llama", "tab:orange"))):
+        xs = [j + (i - 0.5) * 0.38 for j in range(len(lengths))]
+        fl = [result[str(T)]["step"][m]["matmul_floor_s"] * 1e3 for T in lengths]
+        rest = [result[str(T)]["step"][m]["rest_s"] * 1e3 for T in lengths]
+        ax.bar(xs, fl, 0.36, color=colour, label=f"{m}: matmul FLOPs at the measured GEMM rate")
+        ax.bar(xs, rest, 0.36, bottom=fl, color=colour, alpha=0.35, label=f"{m}: the rest (elementwise, per-op)")
+    ax.set_xticks(range(len(lengths)), [f"T {T}\n{result[str(T)]['ratio_mamba2_over_llama_cpu']['median']:.2f}x"
+                                       for T in lengths])
+    ax.set_ylabel("CPU ms per training step (1 thread)")
+    ax.set_title(f"demo training step, Mamba-2 vs same-size Llama ({label})", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
 
 
 def main() -> int:
@@ -195,7 +308,15 @@ def main() -> int:
     ap.add_argument("--profile-llama", action="store_true", help="the same for the Llama")
     ap.add_argument("--length", type=int, default=224, help="T of the profiled step")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "demo-step-cpu.json"))
+    ap.add_argument("--system-malloc", action="store_true",
+                    help="keep the allocator's defaults instead of the demo workers' settings")
+    ap.add_argument("--plot", default=None, help="draw this run's floor/rest split per length to this PNG")
     args = ap.parse_args()
+    from promptcot_mamba.demo.pipeline import WORKER_MALLOC
+
+    missing = {k: v for k, v in WORKER_MALLOC.items() if k not in os.environ}
+    if missing and not args.system_malloc:  # glibc reads them at process start: run again with them
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **missing})
     torch.set_num_threads(args.threads)
     if args.profile or args.profile_llama:
         mamba, llama, recipe = demo_models()
@@ -207,12 +328,23 @@ def main() -> int:
     result = run(args.rounds, args.steps, lengths, args.batch)
     result.update({"date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "note": args.note,
                    "rounds": args.rounds, "steps_per_round": args.steps, "loadavg_at_start": load0,
-                   "loadavg_at_end": os.getloadavg()})
+                   "loadavg_at_end": os.getloadavg(),
+                   "malloc": {k: os.environ.get(k) for k in WORKER_MALLOC}})
+    floor = result["hardware_floor"]
+    print(f"floor: GEMM {floor['gemm_gflops_1024']:.0f} GFLOP/s at 1024³, {floor['gemm_gflops_in_proj']:.0f} at "
+          f"the in_proj's shape; copy {floor['copy_gb_s']:.1f} GB/s")
     for T in lengths:
         r = result[str(T)]
+        st = r["step"]
         print(f"T={T}: CPU s/step median mamba2 {r['cpu_s_per_step']['mamba2']['median']:.3f} llama "
               f"{r['cpu_s_per_step']['llama']['median']:.3f}; ratio median "
-              f"{r['ratio_mamba2_over_llama_cpu']['median']:.2f} min {r['ratio_mamba2_over_llama_cpu']['min']:.2f}")
+              f"{r['ratio_mamba2_over_llama_cpu']['median']:.2f} min {r['ratio_mamba2_over_llama_cpu']['min']:.2f}; "
+              f"matmul GFLOP {st['mamba2']['matmul_gflop_causal']:.2f} / {st['llama']['matmul_gflop_causal']:.2f} "
+              f"(floor ratio {st['mamba2']['matmul_floor_s'] / st['llama']['matmul_floor_s']:.2f}); rest "
+              f"{st['mamba2']['rest_s']:.3f} / {st['llama']['rest_s']:.3f} s; aten calls "
+              f"{st['mamba2']['aten_calls_non_view']} / {st['llama']['aten_calls_non_view']} (non-view)")
+    if args.plot:
+        plot(result, lengths, Path(args.plot), args.label)
     path = Path(args.out)
     doc = json.loads(path.read_text()) if path.exists() else {}
     doc.update({"benchmark": "demo-step-cpu",

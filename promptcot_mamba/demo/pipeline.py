@@ -439,9 +439,9 @@ def _process_settings(threads: int):
 # 3k-28k minor page faults and 10-55 ms of system time per step (the Llama's step has none);
 # with these settings its CPU-seconds per step fell 8% (0.257 -> 0.237 s at 32 x 128, 1 thread,
 # bench_demo_step.py, 2026-12-01). Only the demo's own worker processes get them, and a value the
-# user set wins.
-_WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
-                  "MALLOC_TOP_PAD_": str(1 << 28)}
+# user set wins. benchmarks/bench_demo_step.py runs under the same settings.
+WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+                 "MALLOC_TOP_PAD_": str(1 << 28)}
 
 
 def _run_jobs(jobs: list[ArchJob], *, workers: int, progress: bool) -> list[ArchResult]:
@@ -456,7 +456,7 @@ def _run_jobs(jobs: list[ArchJob], *, workers: int, progress: bool) -> list[Arch
 
     results = []
     with ExitStack() as stack:
-        for key, value in _WORKER_MALLOC.items():  # inherited by the workers, read by glibc at their start
+        for key, value in WORKER_MALLOC.items():  # inherited by the workers, read by glibc at their start
             if key not in os.environ:
                 os.environ[key] = value
                 stack.callback(os.environ.pop, key, None)

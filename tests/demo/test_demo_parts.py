@@ -486,7 +486,7 @@ def test_worker_allocator_settings_reach_the_workers_and_are_restored(monkeypatc
 
     class Pool:  # stands in for the process pool: records what a spawned worker would inherit
         def __init__(self, **kw):
-            seen.update({k: os.environ.get(k) for k in pipeline._WORKER_MALLOC})
+            seen.update({k: os.environ.get(k) for k in pipeline.WORKER_MALLOC})
 
         def __enter__(self):
             return self
