@@ -48,7 +48,12 @@ def test_chain_over_http_with_fault_injection(tmp_path):
     failed = [r for name in ("concepts", "problems", "judge", "solutions")
               for r in read_jsonl(out / STAGE_FILES[name]) if r["status"] == "failed"]
     assert failed, "with 1 retry and ~34% faults some records must fail"
-    assert all(r["reason"].startswith(("llm:", "judge", "all ")) for r in failed), [r["reason"] for r in failed][:5]
+    # "parse:": the scripted model also writes malformed answers on purpose (synth/scripted.py), and a
+    # record whose re-asked answer is malformed again fails so; which records that hits depends on
+    # which calls the faults took, i.e. on the order concurrent calls arrive (seen once in ~40 runs)
+    explained = ("llm:", "parse:", "judge", "all ")
+    unexplained = [(r.get("stage"), r["reason"]) for r in failed if not r["reason"].startswith(explained)]
+    assert not unexplained, unexplained
     for kind in ("server_error", "hang", "malformed", "drop", "rate_limit"):
         assert ep.counts[kind] > 0, ep.counts
     # no silent drop: seeds in == concept records out
